@@ -1,0 +1,3 @@
+from elastivol.cli import main
+
+main()

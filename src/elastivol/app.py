@@ -1,0 +1,155 @@
+"""Assembles a server process from its configuration: which driver, which provider, which roles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
+from elastivol.errors import InvalidArgument
+from elastivol.locks import InFlight
+from elastivol.metrics import Metrics
+from elastivol.providers.local.pool import Pool
+from elastivol.server import Services
+
+log = logging.getLogger("elastivol.app")
+
+DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
+
+
+@dataclass
+class ServeConfig:
+    driver: str = "block"
+    mode: str = "all"
+    provider: str = "local"
+    endpoint: str = "unix:///run/elastivol/csi.sock"
+    node_id: str = ""
+    zone: str = ""
+    zones: list[str] = field(default_factory=list)
+    pool: str = ""
+    allowed_roots: list[str] = field(default_factory=list)
+    metrics_address: str = ""
+    max_volumes_per_node: int = 0
+    overcommit_ratio: float = 1.0
+    socket_mode: int = 0o660
+    log_level: str = "info"
+    log_format: str = "json"
+    cluster_id: str = ""
+    extra_volume_tags: dict[str, str] = field(default_factory=dict)
+    default_volume_size: int = 1 << 30
+    allow_privileged_mount_options: bool = False
+    force_unsafe_socket_dir: bool = False
+
+    @property
+    def controller(self) -> bool:
+        return self.mode in ("controller", "all")
+
+    @property
+    def node(self) -> bool:
+        return self.mode in ("node", "all")
+
+    def served_zones(self) -> list[str]:
+        return self.zones or ([self.zone] if self.zone else [])
+
+    def roots(self) -> list[str]:
+        if self.allowed_roots:
+            return self.allowed_roots
+        roots = [DEFAULT_KUBELET_DIR]
+        if self.pool:
+            roots.append(str(Path(self.pool).parent))
+        return roots
+
+
+def validate(config: ServeConfig) -> None:
+    if config.driver not in ("block", "file"):
+        raise InvalidArgument(f"--driver {config.driver!r}: choose block or file")
+    if config.mode not in ("controller", "node", "all"):
+        raise InvalidArgument(f"--mode {config.mode!r}: choose controller, node or all")
+    if config.provider not in ("local", "aws"):
+        raise InvalidArgument(f"--provider {config.provider!r}: choose local or aws")
+    if config.provider == "local" and not config.pool:
+        raise InvalidArgument("the local provider needs --pool DIR (prepare it with `elastivol pool init DIR`)")
+    if config.node and not config.node_id:
+        raise InvalidArgument("node mode needs --node-id (or ELASTIVOL_NODE_ID)")
+    if config.node and not config.zone:
+        raise InvalidArgument("node mode needs --zone (or ELASTIVOL_ZONE)")
+    if config.controller and not config.served_zones():
+        raise InvalidArgument("controller mode needs --zone or --zones: the zones this controller serves")
+
+
+def build(config: ServeConfig, metrics: Metrics) -> Services:
+    validate(config)
+    if config.driver == "block" and config.provider == "local":
+        return _local_block(config, metrics)
+    if config.driver == "file" and config.provider == "local":
+        from elastivol.drivers.file.assemble import local_file_services
+
+        return local_file_services(config, metrics)
+    if config.provider == "aws":
+        from elastivol.providers.aws.assemble import aws_services
+
+        return aws_services(config, metrics)
+    raise InvalidArgument(f"{config.driver} driver with the {config.provider} provider is not available")
+
+
+def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
+    from elastivol.drivers.block.controller import BlockController
+    from elastivol.drivers.block.node import BlockNode
+    from elastivol.drivers.identity import Identity
+    from elastivol.node.paths import PathGuard
+    from elastivol.providers.local.block import LocalBlockNode, LocalBlockProvider
+    pool = Pool(Path(config.pool), overcommit_ratio=config.overcommit_ratio)
+    pool.require_usable()
+    if not pool.config.reflink:
+        log.warning(
+            "pool %s has no reflink: snapshots and clones will be full copies (slow, O(size)); "
+            "run `elastivol pool init` on an empty directory to get an xfs or btrfs pool",
+            pool.directory,
+        )
+    inflight = InFlight(pool.lock_dir)
+    services = Services(identity=Identity(BLOCK_DRIVER_NAME, pool.health, controller=config.controller))
+    if config.controller:
+        provider = LocalBlockProvider(pool, config.served_zones(), max_volumes_per_node=config.max_volumes_per_node)
+        services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
+        services.background.append(lambda: _pool_gauges(pool, metrics))
+    if config.node:
+        node_provider = LocalBlockNode(pool, config.node_id)
+        node_provider.register_node(config.node_id, config.zone, config.max_volumes_per_node)
+        services.node = BlockNode(
+            node_provider,
+            inflight,
+            PathGuard(config.roots()),
+            node_id=config.node_id,
+            zone=config.zone,
+            max_volumes=config.max_volumes_per_node,
+            allow_privileged_mount_options=config.allow_privileged_mount_options,
+        )
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(30)
+                await asyncio.to_thread(
+                    node_provider.register_node, config.node_id, config.zone, config.max_volumes_per_node
+                )
+
+        services.background.append(heartbeat)
+    return services
+
+
+async def _pool_gauges(pool: Pool, metrics: Metrics) -> None:
+    while True:
+        try:
+            usage = await asyncio.to_thread(pool.usage)
+            for kind in ("total_bytes", "free_bytes", "provisioned_bytes", "allocated_bytes"):
+                metrics.pool_bytes.labels(metrics.driver, kind.removesuffix("_bytes")).set(getattr(usage, kind))
+            metrics.pool_objects.labels(metrics.driver, "volumes").set(usage.volumes)
+            metrics.pool_objects.labels(metrics.driver, "snapshots").set(usage.snapshots)
+        except Exception:  # gauges must never take the server down
+            log.exception("could not read pool usage")
+        await asyncio.sleep(15)
+
+
+def driver_name(driver: str) -> str:
+    return BLOCK_DRIVER_NAME if driver == "block" else FILE_DRIVER_NAME

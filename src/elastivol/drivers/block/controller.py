@@ -1,0 +1,410 @@
+"""Controller service of the block driver (EBS-style volumes)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import Int64Value
+
+from elastivol import ids
+from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.drivers.common import (
+    Capability,
+    capabilities,
+    capability,
+    choose_zone,
+    in_thread,
+    paginate,
+    require,
+    require_text,
+    topology,
+    zone_of,
+)
+from elastivol.errors import Exhausted, InvalidArgument, NotFound, OutOfRange
+from elastivol.locks import InFlight
+from elastivol.params.block import (
+    BlockParameters,
+    mkfs_args,
+    parse_block_parameters,
+    recompute_for_resize,
+    resolve_performance,
+    round_capacity,
+    size_limits_gib,
+)
+from elastivol.providers.block import BlockProvider, Volume, VolumeSpec
+from elastivol.providers.types import AccessMode, ContentSource, GiB, Snapshot, VolumeMode
+
+FS_TYPES = ("ext4", "xfs", "ext3")
+DEFAULT_FS_TYPE = "ext4"
+# Keys in volume_context that carry mkfs options from CreateVolume to NodeStageVolume.
+MKFS_CONTEXT_KEYS = ("blockSize", "inodeSize", "bytesPerInode", "numberOfInodes", "ext4BigAlloc", "ext4ClusterSize")
+SNAPSHOT_PARAM_PREFIXES = ("csi.storage.k8s.io/",)
+
+_RPC = csi_pb2.ControllerServiceCapability.RPC
+CONTROLLER_CAPABILITIES = (
+    _RPC.CREATE_DELETE_VOLUME,
+    _RPC.PUBLISH_UNPUBLISH_VOLUME,
+    _RPC.LIST_VOLUMES,
+    _RPC.GET_CAPACITY,
+    _RPC.CREATE_DELETE_SNAPSHOT,
+    _RPC.LIST_SNAPSHOTS,
+    _RPC.CLONE_VOLUME,
+    _RPC.PUBLISH_READONLY,
+    _RPC.EXPAND_VOLUME,
+    _RPC.LIST_VOLUMES_PUBLISHED_NODES,
+    _RPC.VOLUME_CONDITION,
+    _RPC.GET_VOLUME,
+    _RPC.SINGLE_NODE_MULTI_WRITER,
+)
+
+
+def unsupported_mode_message(cap: Capability) -> str:
+    # The wording EBS CSI users meet (seed 000), so that searches for it find the answer.
+    return (
+        f"Volume capabilities {cap.mode.name} not supported. Only AccessModes[ReadWriteOnce] supported."
+        if cap.volume_mode is VolumeMode.FILESYSTEM
+        else f"Volume capabilities {cap.mode.name} not supported for raw block volumes without "
+        'multiAttach: "true". Only AccessModes[ReadWriteOnce] supported.'
+    )
+
+
+def check_block_capability(cap: Capability, params: BlockParameters | None = None, multi_attach: bool = False) -> None:
+    if cap.mode.multi_node:
+        # EBS multi-attach: raw block only, opted in per StorageClass, many writers.
+        allowed = (
+            cap.volume_mode is VolumeMode.BLOCK
+            and cap.mode is AccessMode.MULTI_NODE_MULTI_WRITER
+            and (multi_attach or (params is not None and params.multi_attach))
+        )
+        if not allowed:
+            raise InvalidArgument(unsupported_mode_message(cap))
+    if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and cap.fs_type not in FS_TYPES:
+        raise InvalidArgument(f"fs type {cap.fs_type!r} is not supported; choose one of {', '.join(FS_TYPES)}")
+
+
+def volume_message(volume: Volume, source: csi_pb2.VolumeContentSource | None = None) -> csi_pb2.Volume:
+    context = {k: v for k, v in volume.params.items() if k in MKFS_CONTEXT_KEYS}
+    if volume.mode is VolumeMode.FILESYSTEM:
+        context["fsType"] = volume.fs_type
+    msg = csi_pb2.Volume(
+        capacity_bytes=volume.size_bytes,
+        volume_id=volume.id,
+        volume_context=context,
+        accessible_topology=[topology(volume.zone)],
+    )
+    if source is not None:
+        msg.content_source.CopyFrom(source)
+    elif volume.source is not None:
+        msg.content_source.CopyFrom(content_source_message(volume.source))
+    return msg
+
+
+def content_source_message(source: ContentSource) -> csi_pb2.VolumeContentSource:
+    if source.kind == "snapshot":
+        return csi_pb2.VolumeContentSource(
+            snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=source.id)
+        )
+    return csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source.id))
+
+
+def snapshot_message(snap: Snapshot) -> csi_pb2.Snapshot:
+    created = Timestamp()
+    created.FromNanoseconds(int(snap.created_at * 1e9))
+    return csi_pb2.Snapshot(
+        size_bytes=snap.size_bytes,
+        snapshot_id=snap.id,
+        source_volume_id=snap.source_volume_id,
+        creation_time=created,
+        ready_to_use=snap.ready,
+    )
+
+
+def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for key, value in parameters.items():
+        if key.startswith(SNAPSHOT_PARAM_PREFIXES):
+            continue
+        if not key.lower().startswith("tagspecification_") or not key[len("tagSpecification_"):].isdigit():
+            raise InvalidArgument(
+                f"VolumeSnapshotClass parameter {key!r} is not supported; only tagSpecification_N "
+                '("key=value") is accepted'
+            )
+        tag_key, sep, tag_value = value.partition("=")
+        if not sep or not tag_key.strip():
+            raise InvalidArgument(f'{key} must look like "key=value"; got {value!r}')
+        tags[tag_key.strip()] = tag_value.strip()
+    return tags
+
+
+class BlockController(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
+    def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
+        self.provider = provider
+        self.inflight = inflight
+        self.default_size = default_size
+
+    # -- volumes ----------------------------------------------------------------------------
+    async def CreateVolume(self, request: csi_pb2.CreateVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateVolumeResponse:
+        require_text(request.name, "name", max_len=256)
+        caps = capabilities(request.volume_capabilities)
+        params = parse_block_parameters(dict(request.parameters))
+        modes = {c.volume_mode for c in caps}
+        if len(modes) > 1:
+            raise InvalidArgument("volume_capabilities mix block and mount access; ask for one of them")
+        volume_mode = modes.pop()
+        for cap in caps:
+            check_block_capability(cap, params)
+        fs_type = ""
+        if volume_mode is VolumeMode.FILESYSTEM:
+            asked = {c.fs_type for c in caps if c.fs_type} | ({params.fs_type} if params.fs_type else set())
+            if len(asked) > 1:
+                raise InvalidArgument(f"conflicting fs types requested: {sorted(asked)}")
+            fs_type = asked.pop() if asked else DEFAULT_FS_TYPE
+            if fs_type not in FS_TYPES:
+                raise InvalidArgument(f"fs type {fs_type!r} is not supported; choose one of {', '.join(FS_TYPES)}")
+        mkfs_args(params, fs_type or "ext4", volume_mode is VolumeMode.BLOCK)
+        size = round_capacity(
+            request.capacity_range.required_bytes,
+            request.capacity_range.limit_bytes,
+            params.volume_type,
+            self.default_size,
+        )
+        resolve_performance(params, size // GiB)
+        requirement = request.accessibility_requirements if request.HasField("accessibility_requirements") else None
+        source: ContentSource | None = None
+        source_msg: csi_pb2.VolumeContentSource | None = None
+        if request.HasField("volume_content_source"):
+            source_msg = request.volume_content_source
+            which = source_msg.WhichOneof("type")
+            if which == "snapshot":
+                require(source_msg.snapshot.snapshot_id, "volume_content_source.snapshot.snapshot_id")
+                source = ContentSource("snapshot", source_msg.snapshot.snapshot_id)
+                if not ids.is_snapshot_id(source.id):
+                    raise NotFound(f"snapshot {source.id[:80]!r} does not exist")
+            elif which == "volume":
+                require(source_msg.volume.volume_id, "volume_content_source.volume.volume_id")
+                source = ContentSource("volume", source_msg.volume.volume_id)
+                if not ids.is_volume_id(source.id):
+                    raise NotFound(f"source volume {source.id[:80]!r} does not exist")
+            else:
+                raise InvalidArgument("volume_content_source must name a snapshot or a volume")
+        zone = await self._zone_for(requirement, source)
+        spec = VolumeSpec(
+            name=request.name,
+            size_bytes=size,
+            zone=zone,
+            params=params,
+            mode=volume_mode,
+            fs_type=fs_type or "",
+            source=source,
+        )
+        with self.inflight.hold(request.name, *( [source.id] if source else [])):
+            volume = await in_thread(self.provider.create_volume, spec)
+        return csi_pb2.CreateVolumeResponse(volume=volume_message(volume, source_msg))
+
+    async def _zone_for(self, requirement: csi_pb2.TopologyRequirement | None, source: ContentSource | None) -> str:
+        served = self.provider.zones()
+        if source is not None and source.kind == "volume":
+            # A clone lives where its source lives; refuse a requirement that excludes it.
+            src = await in_thread(self.provider.get_volume, source.id)
+            if requirement is not None and (requirement.requisite or requirement.preferred):
+                allowed = {zone_of(t) for t in [*requirement.requisite, *requirement.preferred]}
+                if src.zone not in allowed:
+                    raise Exhausted(
+                        f"a clone must be in its source's zone: volume {src.id} is in zone {src.zone}, "
+                        f"but the request allows only {', '.join(sorted(z for z in allowed if z))}"
+                    )
+            return src.zone
+        return choose_zone(requirement, served)
+
+    async def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        if ids.is_volume_id(request.volume_id):
+            with self.inflight.hold(request.volume_id):
+                await in_thread(self.provider.delete_volume, request.volume_id)
+        return csi_pb2.DeleteVolumeResponse()
+
+    async def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerPublishVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.node_id, "node_id", max_len=128)
+        require(request.HasField("volume_capability"), "volume_capability")
+        cap = capability(request.volume_capability)
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        if not ids.is_node_id(request.node_id):
+            raise NotFound(f"node {request.node_id[:80]!r} does not exist")
+        with self.inflight.hold(request.volume_id):
+            volume = await in_thread(self.provider.get_volume, request.volume_id)
+            self._check_matches(volume, cap)
+            ctx = await in_thread(
+                self.provider.attach, request.volume_id, request.node_id, request.readonly or cap.mode.read_only
+            )
+        return csi_pb2.ControllerPublishVolumeResponse(publish_context=ctx)
+
+    @staticmethod
+    def _check_matches(volume: Volume, cap: Capability) -> None:
+        check_block_capability(cap, multi_attach=volume.params.get("multiAttach") == "true")
+        if cap.volume_mode is not volume.mode:
+            raise InvalidArgument(
+                f"volume {volume.id} is a {volume.mode.value} volume but {cap.volume_mode.value} access was asked"
+            )
+        if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and cap.fs_type != volume.fs_type:
+            raise InvalidArgument(f"volume {volume.id} is formatted {volume.fs_type}, not {cap.fs_type}")
+
+    async def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerUnpublishVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        if ids.is_volume_id(request.volume_id):
+            with self.inflight.hold(request.volume_id):
+                if request.node_id:
+                    await in_thread(self.provider.detach, request.volume_id, request.node_id)
+                else:
+                    volume = await in_thread(self._get_or_none, request.volume_id)
+                    for node in volume.attached_nodes if volume else []:
+                        await in_thread(self.provider.detach, request.volume_id, node)
+        return csi_pb2.ControllerUnpublishVolumeResponse()
+
+    def _get_or_none(self, volume_id: str) -> Volume | None:
+        try:
+            return self.provider.get_volume(volume_id)
+        except NotFound:
+            return None
+
+    async def ValidateVolumeCapabilities(self, request: csi_pb2.ValidateVolumeCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ValidateVolumeCapabilitiesResponse:
+        require_text(request.volume_id, "volume_id")
+        caps = capabilities(request.volume_capabilities)
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        volume = await in_thread(self.provider.get_volume, request.volume_id)
+        if request.parameters:
+            parse_block_parameters(dict(request.parameters))
+        try:
+            for cap in caps:
+                self._check_matches(volume, cap)
+        except InvalidArgument as exc:
+            return csi_pb2.ValidateVolumeCapabilitiesResponse(message=exc.message)
+        confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=dict(request.volume_context),
+            volume_capabilities=list(request.volume_capabilities),
+            parameters=dict(request.parameters),
+        )
+        return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+
+    async def ListVolumes(self, request: csi_pb2.ListVolumesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListVolumesResponse:
+        volumes = await in_thread(self.provider.list_volumes)
+        page, token = paginate(volumes, lambda v: v.id, request.starting_token, request.max_entries, ids.is_volume_id)
+        entries = []
+        for v in page:
+            status = csi_pb2.ListVolumesResponse.VolumeStatus(
+                published_node_ids=v.attached_nodes,
+                volume_condition=csi_pb2.VolumeCondition(abnormal=bool(v.abnormal), message=v.abnormal or "healthy"),
+            )
+            entries.append(csi_pb2.ListVolumesResponse.Entry(volume=volume_message(v), status=status))
+        return csi_pb2.ListVolumesResponse(entries=entries, next_token=token)
+
+    async def ControllerGetVolume(self, request: csi_pb2.ControllerGetVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerGetVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        v = await in_thread(self.provider.get_volume, request.volume_id)
+        msg = volume_message(v)
+        # Show the recorded parameters (and resolved performance) to `kubectl`-style tooling.
+        msg.volume_context.update({f"elastivol.io/param.{k}": val for k, val in v.params.items()})
+        msg.volume_context.update({f"elastivol.io/{k}": val for k, val in v.extra.items()})
+        status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
+            published_node_ids=v.attached_nodes,
+            volume_condition=csi_pb2.VolumeCondition(abnormal=bool(v.abnormal), message=v.abnormal or "healthy"),
+        )
+        return csi_pb2.ControllerGetVolumeResponse(volume=msg, status=status)
+
+    async def GetCapacity(self, request: csi_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext) -> csi_pb2.GetCapacityResponse:
+        for i, cap in enumerate(request.volume_capabilities):
+            check_block_capability(capability(cap, f"volume_capabilities[{i}]"))
+        params = parse_block_parameters(dict(request.parameters))
+        zone = zone_of(request.accessible_topology) if request.HasField("accessible_topology") else None
+        cap_info = await in_thread(self.provider.capacity, zone)
+        min_gib, max_gib = size_limits_gib(params.volume_type)
+        available = cap_info.available_bytes
+        largest = min(cap_info.maximum_volume_size, max_gib * GiB)
+        largest -= largest % GiB
+        if largest < min_gib * GiB:
+            largest = 0
+        return csi_pb2.GetCapacityResponse(
+            available_capacity=available,
+            maximum_volume_size=Int64Value(value=largest),
+            minimum_volume_size=Int64Value(value=min_gib * GiB),
+        )
+
+    async def ControllerGetCapabilities(self, request: csi_pb2.ControllerGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerGetCapabilitiesResponse:
+        caps = [
+            csi_pb2.ControllerServiceCapability(rpc=csi_pb2.ControllerServiceCapability.RPC(type=t))
+            for t in CONTROLLER_CAPABILITIES
+        ]
+        return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=caps)
+
+    # -- expansion ---------------------------------------------------------------------------
+    async def ControllerExpandVolume(self, request: csi_pb2.ControllerExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerExpandVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require(request.HasField("capacity_range"), "capacity_range")
+        required = request.capacity_range.required_bytes
+        limit = request.capacity_range.limit_bytes
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        with self.inflight.hold(request.volume_id):
+            volume = await in_thread(self.provider.get_volume, request.volume_id)
+            params = parse_block_parameters(volume.params)
+            if request.HasField("volume_capability"):
+                self._check_matches(volume, capability(request.volume_capability))
+            if required < 0 or limit < 0:
+                raise OutOfRange("capacity_range values must not be negative")
+            new_size = -(-required // GiB) * GiB
+            if limit and new_size > limit:
+                raise OutOfRange(f"{required} bytes rounded to whole GiB ({new_size}) exceeds limit_bytes {limit}")
+            if new_size < volume.size_bytes:
+                raise OutOfRange(
+                    f"volumes can only grow: {volume.id} is {volume.size_bytes} bytes, {new_size} was asked"
+                )
+            _min_gib, max_gib = size_limits_gib(params.volume_type)
+            if new_size > max_gib * GiB:
+                raise OutOfRange(
+                    f"{params.volume_type} volumes can be at most {max_gib} GiB; {new_size // GiB} GiB was asked"
+                )
+            perf = recompute_for_resize(params, new_size // GiB)
+            grown = await in_thread(self.provider.expand_volume, request.volume_id, new_size)
+            setter = getattr(self.provider, "set_performance", None)
+            if setter is not None:
+                record = {k: str(v) for k, v in (("iops", perf.iops), ("throughput", perf.throughput)) if v is not None}
+                await in_thread(setter, request.volume_id, record)
+        return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=grown.size_bytes, node_expansion_required=True)
+
+    # -- snapshots ---------------------------------------------------------------------------
+    async def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateSnapshotResponse:
+        require_text(request.source_volume_id, "source_volume_id")
+        require_text(request.name, "name", max_len=256)
+        tags = parse_snapshot_tags(dict(request.parameters))
+        if not ids.is_volume_id(request.source_volume_id):
+            raise NotFound(f"source volume {request.source_volume_id[:80]!r} does not exist")
+        with self.inflight.hold(request.name, request.source_volume_id):
+            snap = await in_thread(self.provider.create_snapshot, request.name, request.source_volume_id, tags)
+        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snap))
+
+    async def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteSnapshotResponse:
+        require_text(request.snapshot_id, "snapshot_id")
+        if ids.is_snapshot_id(request.snapshot_id):
+            with self.inflight.hold(request.snapshot_id):
+                await in_thread(self.provider.delete_snapshot, request.snapshot_id)
+        return csi_pb2.DeleteSnapshotResponse()
+
+    async def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListSnapshotsResponse:
+        if request.snapshot_id:
+            if not ids.is_snapshot_id(request.snapshot_id):
+                return csi_pb2.ListSnapshotsResponse()
+            try:
+                snaps = [await in_thread(self.provider.get_snapshot, request.snapshot_id)]
+            except NotFound:
+                return csi_pb2.ListSnapshotsResponse()
+        else:
+            snaps = await in_thread(self.provider.list_snapshots)
+        if request.source_volume_id:
+            snaps = [s for s in snaps if s.source_volume_id == request.source_volume_id]
+        page, token = paginate(snaps, lambda s: s.id, request.starting_token, request.max_entries, ids.is_snapshot_id)
+        entries = [csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(s)) for s in page]
+        return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=token)

@@ -1,0 +1,248 @@
+"""Node service of the block driver: stage (attach, format, mount), publish (bind), stats, expand."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+
+from elastivol import ids
+from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.drivers.block.controller import MKFS_CONTEXT_KEYS, check_block_capability
+from elastivol.drivers.common import Capability, capability, in_thread, require, require_text, topology
+from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from elastivol.locks import InFlight
+from elastivol.node import fs as hostfs
+from elastivol.node import mount as hostmount
+from elastivol.node import volume as hostvol
+from elastivol.node.paths import PathGuard
+from elastivol.params.block import mkfs_args, parse_block_parameters
+from elastivol.providers.block import BlockNodeProvider
+from elastivol.providers.types import AccessMode, VolumeMode
+
+_NODE_RPC = csi_pb2.NodeServiceCapability.RPC
+NODE_CAPABILITIES = (
+    _NODE_RPC.STAGE_UNSTAGE_VOLUME,
+    _NODE_RPC.GET_VOLUME_STATS,
+    _NODE_RPC.VOLUME_CONDITION,
+    _NODE_RPC.SINGLE_NODE_MULTI_WRITER,
+    _NODE_RPC.EXPAND_VOLUME,
+)
+
+
+class BlockNode(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        provider: BlockNodeProvider,
+        inflight: InFlight,
+        guard: PathGuard,
+        *,
+        node_id: str,
+        zone: str,
+        max_volumes: int,
+        allow_privileged_mount_options: bool = False,
+    ) -> None:
+        self.provider = provider
+        self.inflight = inflight
+        self.guard = guard
+        self.node_id = node_id
+        self.zone = zone
+        self.max_volumes = max_volumes
+        self.allow_privileged = allow_privileged_mount_options
+
+    def _known_volume(self, volume_id: str) -> None:
+        if not ids.is_volume_id(volume_id) or not self.provider.volume_exists(volume_id):
+            raise NotFound(f"volume {volume_id[:80]!r} does not exist")
+
+    def _mount_options(self, cap: Capability) -> tuple[str, ...]:
+        # Validates every word (no smuggled options, no privilege-widening ones unless allowed).
+        hostmount.parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
+        return cap.mount_flags
+
+    # -- stage -------------------------------------------------------------------------------
+    async def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeStageVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.staging_target_path, "staging_target_path")
+        require(request.HasField("volume_capability"), "volume_capability")
+        cap = capability(request.volume_capability)
+        check_block_capability(cap, multi_attach=True)
+        staging = str(self.guard.check(request.staging_target_path))
+        options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
+        volume_context = dict(request.volume_context)
+        fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
+        extra: list[str] = []
+        if cap.volume_mode is VolumeMode.FILESYSTEM:
+            params = parse_block_parameters({k: v for k, v in volume_context.items() if k in MKFS_CONTEXT_KEYS})
+            extra = mkfs_args(params, fs_type, False)
+        await in_thread(self._known_volume, request.volume_id)
+        with self.inflight.hold(request.volume_id):
+            device = await in_thread(self.provider.attach_device, request.volume_id, dict(request.publish_context))
+            if cap.volume_mode is VolumeMode.BLOCK:
+                return csi_pb2.NodeStageVolumeResponse()
+            readonly = cap.mode.read_only
+            await in_thread(
+                lambda: hostvol.stage_filesystem(
+                    device, staging, fs_type, mkfs_args=extra, mount_options=options, readonly=readonly
+                )
+            )
+        return csi_pb2.NodeStageVolumeResponse()
+
+    async def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.staging_target_path, "staging_target_path")
+        staging = str(self.guard.check(request.staging_target_path))
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        with self.inflight.hold(request.volume_id):
+            exists = await in_thread(self.provider.volume_exists, request.volume_id)
+            device = await in_thread(self.provider.find_device, request.volume_id)
+            staged = await in_thread(hostmount.is_mountpoint, staging)
+            if not exists and device is None and not staged:
+                raise NotFound(f"volume {request.volume_id} does not exist")
+            await in_thread(hostvol.unstage, staging)
+            await in_thread(self.provider.detach_device, request.volume_id)
+        return csi_pb2.NodeUnstageVolumeResponse()
+
+    # -- publish -----------------------------------------------------------------------------
+    async def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.target_path, "target_path")
+        require_text(request.staging_target_path, "staging_target_path")
+        require(request.HasField("volume_capability"), "volume_capability")
+        cap = capability(request.volume_capability)
+        check_block_capability(cap, multi_attach=True)
+        target = str(self.guard.check(request.target_path))
+        staging = str(self.guard.check(request.staging_target_path))
+        if target == staging:
+            raise InvalidArgument("target_path must differ from staging_target_path")
+        options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
+        readonly = request.readonly or cap.mode.read_only
+        await in_thread(self._known_volume, request.volume_id)
+        with self.inflight.hold(request.volume_id):
+            if cap.volume_mode is VolumeMode.BLOCK:
+                device = await in_thread(self.provider.find_device, request.volume_id)
+                if device is None:
+                    raise FailedPrecondition(f"volume {request.volume_id} is not staged on this node: stage it first")
+                await in_thread(self._single_writer, cap, device, "", target)
+                await in_thread(hostvol.publish_block, device, target, readonly)
+                return csi_pb2.NodePublishVolumeResponse()
+            staged = await in_thread(hostmount.find_by_target, staging)
+            if staged is None:
+                raise FailedPrecondition(
+                    f"volume {request.volume_id} is not staged at {staging}: NodeStageVolume must come first"
+                )
+            existing = await in_thread(hostmount.find_by_target, target)
+            if existing is not None:
+                if existing.major_minor != staged.major_minor:
+                    raise AlreadyExists(f"{target} already has another volume mounted on it")
+                if ("ro" in existing.options.split(",")) != readonly:
+                    raise AlreadyExists(
+                        f"volume {request.volume_id} is already published at {target} with readonly="
+                        f"{not readonly}; unpublish it first"
+                    )
+                return csi_pb2.NodePublishVolumeResponse()
+            await in_thread(self._single_writer, cap, staged.source, staged.major_minor, target)
+            await in_thread(hostvol.publish_bind, staging, target, readonly, options)
+        return csi_pb2.NodePublishVolumeResponse()
+
+    @staticmethod
+    def _single_writer(cap: Capability, device: str, major_minor: str, target: str) -> None:
+        """ReadWriteOncePod: refuse a second target for the same volume on this node."""
+        if cap.mode is not AccessMode.SINGLE_NODE_SINGLE_WRITER:
+            return
+        mounts = [m for m in hostmount.mounts() if m.target != target]
+        if major_minor:
+            # The staging mount shares the device; every further mount of it is a publication.
+            others = [m.target for m in mounts if m.major_minor == major_minor][1:]
+        else:
+            # A raw block publication is a bind of the device node itself.
+            others = [m.target for m in mounts if m.root == "/" + os.path.basename(device)]
+        if others:
+            raise FailedPrecondition(
+                f"the volume is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at {others[0]}"
+            )
+
+    async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.target_path, "target_path")
+        target = str(self.guard.check(request.target_path))
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        with self.inflight.hold(request.volume_id):
+            published = await in_thread(os.path.lexists, target)
+            if not published and not await in_thread(self.provider.volume_exists, request.volume_id):
+                raise NotFound(f"volume {request.volume_id} does not exist")
+            await in_thread(hostvol.unpublish, target)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    # -- stats and expansion -----------------------------------------------------------------
+    async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.volume_path, "volume_path")
+        path = str(self.guard.check(request.volume_path))
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        return await in_thread(self._stats, request.volume_id, path)
+
+    def _stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+        info = hostmount.find_by_target(path)
+        if info is None:
+            raise NotFound(f"{path} is not a mounted volume on this node")
+        abnormal = ""
+        if not self.provider.volume_exists(volume_id):
+            abnormal = f"volume {volume_id} no longer exists in the pool"
+        elif self.provider.find_device(volume_id) is None:
+            abnormal = f"volume {volume_id} has no device attached on this node"
+        condition = csi_pb2.VolumeCondition(abnormal=bool(abnormal), message=abnormal or "healthy")
+        usage: list[csi_pb2.VolumeUsage] = []
+        if os.path.isdir(path):
+            st = hostfs.statfs(path)
+            usage = [
+                csi_pb2.VolumeUsage(
+                    unit=csi_pb2.VolumeUsage.BYTES,
+                    total=st.total_bytes,
+                    available=st.available_bytes,
+                    used=st.used_bytes,
+                ),
+                csi_pb2.VolumeUsage(
+                    unit=csi_pb2.VolumeUsage.INODES, total=st.inodes_total, available=st.inodes_free, used=st.inodes_used
+                ),
+            ]
+        else:
+            usage = [csi_pb2.VolumeUsage(unit=csi_pb2.VolumeUsage.BYTES, total=hostfs.device_size(path))]
+        return csi_pb2.NodeGetVolumeStatsResponse(usage=usage, volume_condition=condition)
+
+    async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.volume_path, "volume_path")
+        path = str(self.guard.check(request.volume_path))
+        if request.staging_target_path:
+            self.guard.check(request.staging_target_path)
+        if not ids.is_volume_id(request.volume_id):
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
+        await in_thread(self._known_volume, request.volume_id)
+        block = False
+        if request.HasField("volume_capability"):
+            block = capability(request.volume_capability).volume_mode is VolumeMode.BLOCK
+        with self.inflight.hold(request.volume_id):
+            size = await in_thread(self.provider.refresh_device, request.volume_id)
+            if block or not os.path.isdir(path):
+                return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
+            info = await in_thread(hostmount.find_by_target, path)
+            if info is None:
+                raise NotFound(f"{path} is not a mounted volume on this node")
+            device = await in_thread(self.provider.find_device, request.volume_id)
+            await in_thread(hostvol.expand_online, device or info.source, path, info.fstype)
+        return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
+
+    # -- info --------------------------------------------------------------------------------
+    async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
+        caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in NODE_CAPABILITIES]
+        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=caps)
+
+    async def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetInfoResponse:
+        return csi_pb2.NodeGetInfoResponse(
+            node_id=self.node_id,
+            max_volumes_per_node=self.max_volumes,
+            accessible_topology=topology(self.zone),
+        )

@@ -1,0 +1,300 @@
+"""Controller service of the file driver (EFS-style shared volumes: one access point per volume).
+
+There is no attach step (the CSIDriver has ``attachRequired: false``): ControllerPublish is not
+advertised. Volumes carry no accessible_topology, so the external-provisioner writes no node
+affinity and the scheduler treats them as reachable from every zone, as EFS's regional file
+systems are.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from elastivol import ids
+from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.drivers.common import (
+    Capability,
+    capabilities,
+    capability,
+    in_thread,
+    paginate,
+    require,
+    require_text,
+)
+from elastivol.errors import InvalidArgument, NotFound, OutOfRange, Unimplemented
+from elastivol.locks import InFlight
+from elastivol.params.file import (
+    CSI_PREFIX,
+    VolumeHandle,
+    access_point_spec,
+    parse_file_parameters,
+    parse_volume_handle,
+)
+from elastivol.providers.file import AccessPoint, FileProvider
+from elastivol.providers.types import GiB, Snapshot, VolumeMode
+
+_RPC = csi_pb2.ControllerServiceCapability.RPC
+CONTROLLER_CAPABILITIES = (
+    _RPC.CREATE_DELETE_VOLUME,
+    _RPC.LIST_VOLUMES,
+    _RPC.CREATE_DELETE_SNAPSHOT,
+    _RPC.LIST_SNAPSHOTS,
+    _RPC.EXPAND_VOLUME,
+    _RPC.GET_VOLUME,
+    _RPC.VOLUME_CONDITION,
+    _RPC.SINGLE_NODE_MULTI_WRITER,
+)
+
+
+def check_file_capability(cap: Capability) -> None:
+    """Every access mode works on a shared directory (ReadOnlyMany included); raw block does not."""
+    if cap.volume_mode is VolumeMode.BLOCK:
+        raise InvalidArgument(
+            "only filesystem volumes are supported: this driver shares directories, which cannot be raw "
+            "block devices; use volumeMode: Filesystem (or the block driver for raw block volumes)"
+        )
+
+
+def handle_or_not_found(volume_id: str, what: str = "volume") -> VolumeHandle:
+    """A parsed id, or NotFound: a malformed id cannot name anything that exists."""
+    try:
+        return parse_volume_handle(volume_id)
+    except InvalidArgument as exc:
+        raise NotFound(f"{what} {volume_id[:80]!r} does not exist ({exc.message})") from None
+
+
+def volume_message(ap: AccessPoint, source: csi_pb2.VolumeContentSource | None = None) -> csi_pb2.Volume:
+    # For people reading the PV; the node never trusts these, it reads the pool's records.
+    context = {
+        "storage.elastivol.io/directory": ap.directory,
+        "storage.elastivol.io/uid": str(ap.uid),
+        "storage.elastivol.io/gid": str(ap.gid),
+    }
+    msg = csi_pb2.Volume(capacity_bytes=ap.capacity_bytes, volume_id=ap.volume_id, volume_context=context)
+    if source is not None:
+        msg.content_source.CopyFrom(source)
+    return msg
+
+
+def snapshot_message(snap: Snapshot) -> csi_pb2.Snapshot:
+    nanos = int(snap.created_at * 1e9)
+    return csi_pb2.Snapshot(
+        size_bytes=snap.size_bytes,
+        snapshot_id=snap.id,
+        source_volume_id=snap.source_volume_id,
+        creation_time={"seconds": nanos // 10**9, "nanos": nanos % 10**9},
+        ready_to_use=snap.ready,
+    )
+
+
+def capacity_bytes(rng: csi_pb2.CapacityRange, default: int) -> int:
+    """The capacity to record (and, with enforceCapacity, to enforce): byte-exact, no rounding."""
+    required, limit = rng.required_bytes, rng.limit_bytes
+    if required < 0 or limit < 0:
+        raise InvalidArgument("capacity_range values must not be negative")
+    if limit and required > limit:
+        raise OutOfRange(f"required_bytes {required} is larger than limit_bytes {limit}")
+    if required:
+        return required
+    return min(default, limit) if limit else default
+
+
+def _check_snapshot_parameters(parameters: dict[str, str]) -> None:
+    for key in parameters:
+        if not key.startswith(CSI_PREFIX):
+            raise InvalidArgument(
+                f"VolumeSnapshotClass parameter {key!r} is not supported: file snapshots take no parameters"
+            )
+
+
+def _is_volume_token(token: str) -> bool:
+    try:
+        return bool(parse_volume_handle(token).ap_id)
+    except InvalidArgument:
+        return False
+
+
+class FileController(csi_pb2_grpc.ControllerServicer):
+    def __init__(self, provider: FileProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
+        self.provider = provider
+        self.inflight = inflight
+        self.default_size = default_size
+
+    # -- volumes ----------------------------------------------------------------------------
+    async def CreateVolume(self, request: csi_pb2.CreateVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateVolumeResponse:
+        require_text(request.name, "name", max_len=256)
+        for cap in capabilities(request.volume_capabilities):
+            check_file_capability(cap)
+        params = parse_file_parameters(dict(request.parameters))
+        size = capacity_bytes(request.capacity_range, self.default_size)
+        source_msg: csi_pb2.VolumeContentSource | None = None
+        snapshot_id = ""
+        if request.HasField("volume_content_source"):
+            source_msg = request.volume_content_source
+            which = source_msg.WhichOneof("type")
+            if which == "snapshot":
+                snapshot_id = source_msg.snapshot.snapshot_id
+                require(snapshot_id, "volume_content_source.snapshot.snapshot_id")
+                if not ids.is_snapshot_id(snapshot_id):
+                    raise NotFound(f"snapshot {snapshot_id[:80]!r} does not exist")
+            else:
+                raise InvalidArgument(
+                    "file volumes can be restored from a snapshot, not cloned from a volume: take a VolumeSnapshot "
+                    "of the source and restore that"
+                )
+        if not ids.is_filesystem_id(params.fs_id):
+            raise InvalidArgument(
+                f"File System does not exist: {params.fs_id[:80]!r} is not a file system id (fs- followed by 17 hex "
+                "characters); `elastivol fs list` shows the registered file systems"
+            )
+        try:
+            await in_thread(self.provider.get_filesystem, params.fs_id)
+        except NotFound as exc:
+            raise InvalidArgument(f"File System does not exist: {exc.message}") from None
+        spec = access_point_spec(params, request.name, size, source_snapshot_id=snapshot_id)
+        with self.inflight.hold(request.name, *([snapshot_id] if snapshot_id else [])):
+            ap = await in_thread(self.provider.create_access_point, spec)
+        return csi_pb2.CreateVolumeResponse(volume=volume_message(ap, source_msg))
+
+    async def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        try:
+            handle = parse_volume_handle(request.volume_id)
+        except InvalidArgument:
+            return csi_pb2.DeleteVolumeResponse()  # nothing with a malformed id can exist
+        # Only a dynamic volume (fs-ID::fsap-ID) owns its access point. Static volumes, with or
+        # without a subpath, name data that someone else made: never deleted.
+        if handle.ap_id and not handle.subpath:
+            with self.inflight.hold(request.volume_id):
+                await in_thread(self.provider.delete_access_point, handle.fs_id, handle.ap_id)
+        return csi_pb2.DeleteVolumeResponse()
+
+    async def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
+        await in_thread(self.provider.get_filesystem, handle.fs_id)
+        if handle.ap_id:
+            return await in_thread(self.provider.get_access_point, handle.fs_id, handle.ap_id)
+        return None
+
+    async def ValidateVolumeCapabilities(self, request: csi_pb2.ValidateVolumeCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ValidateVolumeCapabilitiesResponse:
+        require_text(request.volume_id, "volume_id")
+        caps = capabilities(request.volume_capabilities)
+        handle = handle_or_not_found(request.volume_id)
+        await self._resolve(handle)
+        if request.parameters:
+            parse_file_parameters(dict(request.parameters))
+        try:
+            for cap in caps:
+                check_file_capability(cap)
+        except InvalidArgument as exc:
+            return csi_pb2.ValidateVolumeCapabilitiesResponse(message=exc.message)
+        confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=dict(request.volume_context),
+            volume_capabilities=list(request.volume_capabilities),
+            parameters=dict(request.parameters),
+        )
+        return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+
+    def _condition(self, handle: VolumeHandle) -> csi_pb2.VolumeCondition:
+        state = getattr(self.provider, "access_point_state", None)
+        problem = state(handle.fs_id, handle.ap_id) if state is not None and handle.ap_id else ""
+        return csi_pb2.VolumeCondition(abnormal=bool(problem), message=problem or "healthy")
+
+    async def ListVolumes(self, request: csi_pb2.ListVolumesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListVolumesResponse:
+        aps = await in_thread(self.provider.list_access_points)
+        page, token = paginate(aps, lambda a: a.volume_id, request.starting_token, request.max_entries, _is_volume_token)
+        entries = []
+        for ap in page:
+            condition = await in_thread(self._condition, VolumeHandle(ap.fs_id, "", ap.id))
+            status = csi_pb2.ListVolumesResponse.VolumeStatus(volume_condition=condition)
+            entries.append(csi_pb2.ListVolumesResponse.Entry(volume=volume_message(ap), status=status))
+        return csi_pb2.ListVolumesResponse(entries=entries, next_token=token)
+
+    async def ControllerGetVolume(self, request: csi_pb2.ControllerGetVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerGetVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        handle = handle_or_not_found(request.volume_id)
+        ap = await self._resolve(handle)
+        if ap is not None and not handle.subpath:
+            msg = volume_message(ap)
+        else:
+            msg = csi_pb2.Volume(volume_id=request.volume_id)  # a static volume: no recorded capacity
+        condition = await in_thread(self._condition, handle)
+        status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(volume_condition=condition)
+        return csi_pb2.ControllerGetVolumeResponse(volume=msg, status=status)
+
+    async def ControllerGetCapabilities(self, request: csi_pb2.ControllerGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerGetCapabilitiesResponse:
+        caps = [
+            csi_pb2.ControllerServiceCapability(rpc=csi_pb2.ControllerServiceCapability.RPC(type=t))
+            for t in CONTROLLER_CAPABILITIES
+        ]
+        return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=caps)
+
+    # -- not offered ------------------------------------------------------------------------
+    async def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerPublishVolumeResponse:
+        raise Unimplemented(
+            "file volumes have no attach step: deploy the CSIDriver with attachRequired: false (no external-attacher)"
+        )
+
+    async def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerUnpublishVolumeResponse:
+        raise Unimplemented("file volumes have no attach step, so there is nothing to detach")
+
+    async def GetCapacity(self, request: csi_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext) -> csi_pb2.GetCapacityResponse:
+        raise Unimplemented("file systems are elastic and zone-free: the file driver does not report capacity")
+
+    # -- expansion ---------------------------------------------------------------------------
+    async def ControllerExpandVolume(self, request: csi_pb2.ControllerExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerExpandVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require(request.HasField("capacity_range"), "capacity_range")
+        if request.HasField("volume_capability"):
+            check_file_capability(capability(request.volume_capability))
+        required, limit = request.capacity_range.required_bytes, request.capacity_range.limit_bytes
+        if required <= 0 or limit < 0:
+            raise InvalidArgument("capacity_range.required_bytes must be positive and limit_bytes not negative")
+        if limit and required > limit:
+            raise OutOfRange(f"required_bytes {required} is larger than limit_bytes {limit}")
+        handle = handle_or_not_found(request.volume_id)
+        if not handle.ap_id or handle.subpath:
+            # A static volume has no capacity of its own to change; say yes, as there is nothing to do.
+            await in_thread(self.provider.get_filesystem, handle.fs_id)
+            return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=required, node_expansion_required=False)
+        with self.inflight.hold(request.volume_id):
+            ap = await in_thread(self.provider.expand_access_point, handle.fs_id, handle.ap_id, required)
+        # The quota applies at once on every node: no NodeExpandVolume step.
+        return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=ap.capacity_bytes, node_expansion_required=False)
+
+    # -- snapshots ---------------------------------------------------------------------------
+    async def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateSnapshotResponse:
+        require_text(request.source_volume_id, "source_volume_id")
+        require_text(request.name, "name", max_len=256)
+        _check_snapshot_parameters(dict(request.parameters))
+        handle = handle_or_not_found(request.source_volume_id, "source volume")
+        if not handle.ap_id or handle.subpath:
+            raise InvalidArgument(
+                f"volume {request.source_volume_id} is a static volume; snapshots are taken of access point volumes "
+                "(fs-ID::fsap-ID), whose directory elastivol manages"
+            )
+        with self.inflight.hold(request.name, request.source_volume_id):
+            snap = await in_thread(self.provider.create_snapshot, request.name, handle.fs_id, handle.ap_id, {})
+        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snap))
+
+    async def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteSnapshotResponse:
+        require_text(request.snapshot_id, "snapshot_id")
+        if ids.is_snapshot_id(request.snapshot_id):
+            with self.inflight.hold(request.snapshot_id):
+                await in_thread(self.provider.delete_snapshot, request.snapshot_id)
+        return csi_pb2.DeleteSnapshotResponse()
+
+    async def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListSnapshotsResponse:
+        if request.snapshot_id:
+            if not ids.is_snapshot_id(request.snapshot_id):
+                return csi_pb2.ListSnapshotsResponse()
+            try:
+                snaps = [await in_thread(self.provider.get_snapshot, request.snapshot_id)]
+            except NotFound:
+                return csi_pb2.ListSnapshotsResponse()
+        else:
+            snaps = await in_thread(self.provider.list_snapshots)
+        if request.source_volume_id:
+            snaps = [s for s in snaps if s.source_volume_id == request.source_volume_id]
+        page, token = paginate(snaps, lambda s: s.id, request.starting_token, request.max_entries, ids.is_snapshot_id)
+        entries = [csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(s)) for s in page]
+        return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=token)

@@ -1,0 +1,173 @@
+"""Node service of the file driver: publish is a bind mount of the volume's directory; no staging."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import grpc
+
+from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.drivers.common import Capability, capability, in_thread, require, require_text, topology
+from elastivol.drivers.file.controller import check_file_capability
+from elastivol.errors import FailedPrecondition, NotFound, Unimplemented
+from elastivol.locks import InFlight
+from elastivol.node import mount as hostmount
+from elastivol.node.paths import PathGuard
+from elastivol.params.file import VolumeHandle, parse_volume_handle
+from elastivol.providers.file import AccessPoint, FileNodeProvider, FileSystem, FileUsage
+from elastivol.providers.types import AccessMode
+
+_NODE_RPC = csi_pb2.NodeServiceCapability.RPC
+NODE_CAPABILITIES = (
+    _NODE_RPC.GET_VOLUME_STATS,
+    _NODE_RPC.VOLUME_CONDITION,
+    _NODE_RPC.SINGLE_NODE_MULTI_WRITER,
+)
+
+
+class FileCatalog(Protocol):
+    """How the node turns ids into a file system and an access point (records or the cloud API)."""
+
+    def get_filesystem(self, fs_id: str) -> FileSystem: ...
+    def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint: ...
+
+
+class FileNode(csi_pb2_grpc.NodeServicer):
+    def __init__(
+        self,
+        provider: FileNodeProvider,
+        catalog: FileCatalog,
+        inflight: InFlight,
+        guard: PathGuard,
+        *,
+        node_id: str,
+        zone: str,
+        max_volumes: int = 0,
+        allow_privileged_mount_options: bool = False,
+    ) -> None:
+        self.provider = provider
+        self.catalog = catalog
+        self.inflight = inflight
+        self.guard = guard
+        self.node_id = node_id
+        self.zone = zone
+        self.max_volumes = max_volumes
+        self.allow_privileged = allow_privileged_mount_options
+
+    def _mount_options(self, cap: Capability) -> tuple[str, ...]:
+        # Validates every word; per-mount words (ro, noexec...) apply to the bind, and NFS/EFS
+        # transport words (tls, nfsvers=4.1...) have nothing to act on in a bind and are ignored.
+        hostmount.parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
+        return cap.mount_flags
+
+    def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
+        self.catalog.get_filesystem(handle.fs_id)
+        return self.catalog.get_access_point(handle.fs_id, handle.ap_id) if handle.ap_id else None
+
+    # -- publish -----------------------------------------------------------------------------
+    async def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.target_path, "target_path")
+        require(request.HasField("volume_capability"), "volume_capability")
+        cap = capability(request.volume_capability)
+        check_file_capability(cap)
+        target = str(self.guard.check(request.target_path))
+        handle = parse_volume_handle(request.volume_id)
+        options = self._mount_options(cap)
+        readonly = request.readonly or cap.mode.read_only
+        keys = [f"publish:{target}"]
+        if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
+            keys.append(request.volume_id)
+        with self.inflight.hold(*keys):
+            ap = await in_thread(self._resolve, handle)
+            if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
+                await in_thread(self._single_writer, handle, ap, target)
+            await in_thread(self.provider.publish, handle.fs_id, handle.subpath, ap, target, readonly, options)
+        return csi_pb2.NodePublishVolumeResponse()
+
+    def _single_writer(self, handle: VolumeHandle, ap: AccessPoint | None, target: str) -> None:
+        """ReadWriteOncePod: refuse a second target for the same directory on this node."""
+        finder = getattr(self.provider, "published_elsewhere", None)
+        if finder is None:
+            return
+        others = finder(handle.fs_id, handle.subpath, ap, target, self.guard.allowed_roots)
+        if others:
+            raise FailedPrecondition(
+                f"the volume is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at {others[0]}"
+            )
+
+    async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.target_path, "target_path")
+        target = str(self.guard.check(request.target_path))
+        parse_volume_handle(request.volume_id)
+        with self.inflight.hold(f"publish:{target}"):
+            await in_thread(self.provider.unpublish, target)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    # -- not offered ------------------------------------------------------------------------
+    async def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeStageVolumeResponse:
+        raise Unimplemented("file volumes are not staged: NodePublishVolume bind-mounts the directory directly")
+
+    async def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
+        raise Unimplemented("file volumes are not staged, so there is nothing to unstage")
+
+    async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
+        raise Unimplemented("file volumes grow in ControllerExpandVolume alone (a quota): no node step")
+
+    # -- stats -------------------------------------------------------------------------------
+    async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
+        require_text(request.volume_id, "volume_id")
+        require_text(request.volume_path, "volume_path")
+        path = str(self.guard.check(request.volume_path))
+        handle = parse_volume_handle(request.volume_id)
+        return await in_thread(self._stats, handle, path)
+
+    def _stats(self, handle: VolumeHandle, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+        if not os.path.isdir(path) or hostmount.find_by_target(path) is None:
+            raise NotFound(f"{path} is not a published volume on this node")
+        abnormal = ""
+        ap: AccessPoint | None = None
+        try:
+            ap = self._resolve(handle)
+        except NotFound as exc:
+            abnormal = f"{exc.message} (the volume is still mounted here)"
+        usage: FileUsage = self.provider.usage(handle.fs_id, ap, path)
+        message = abnormal or "healthy"
+        if not abnormal and not usage.exact:
+            message = (
+                "healthy; used bytes is a lower bound: counting the directory tree did not finish in the time "
+                "allowed, and continues in the background"
+            )
+        stats = [
+            csi_pb2.VolumeUsage(
+                unit=csi_pb2.VolumeUsage.BYTES,
+                total=usage.total_bytes,
+                available=usage.available_bytes,
+                used=usage.used_bytes,
+            )
+        ]
+        if usage.inodes_total:
+            stats.append(
+                csi_pb2.VolumeUsage(
+                    unit=csi_pb2.VolumeUsage.INODES,
+                    total=usage.inodes_total,
+                    available=usage.inodes_available,
+                    used=usage.inodes_used,
+                )
+            )
+        condition = csi_pb2.VolumeCondition(abnormal=bool(abnormal), message=message)
+        return csi_pb2.NodeGetVolumeStatsResponse(usage=stats, volume_condition=condition)
+
+    # -- info --------------------------------------------------------------------------------
+    async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
+        caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in NODE_CAPABILITIES]
+        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=caps)
+
+    async def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetInfoResponse:
+        return csi_pb2.NodeGetInfoResponse(
+            node_id=self.node_id,
+            max_volumes_per_node=self.max_volumes,
+            accessible_topology=topology(self.zone),
+        )

@@ -1,0 +1,34 @@
+"""The single table that turns domain errors into gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+from elastivol import errors
+
+_CODES: tuple[tuple[type[errors.ElastivolError], grpc.StatusCode], ...] = (
+    # Order matters: subclasses before their bases.
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Exhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+    (errors.Internal, grpc.StatusCode.INTERNAL),
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The code and the message a client sees for ``exc``."""
+    if isinstance(exc, errors.ElastivolError):
+        for cls, code in _CODES:
+            if isinstance(exc, cls):
+                return code, exc.message
+        return grpc.StatusCode.INTERNAL, exc.message
+    # Anything else is a bug: say so, without leaking internals beyond the exception's type.
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc}); see the plugin log"

@@ -1,0 +1,141 @@
+"""Mounting EFS: the efs-utils mount helper, an NFS 4.1 fallback, and a recording stand-in for tests.
+
+``mount -t efs -o tls,accesspoint=fsap-…`` (amazon-efs-utils) is the way to mount through an access
+point: access points need TLS, which plain NFS cannot give. Without efs-utils, mounts that do not
+use an access point fall back to NFS 4.1 with the options EFS recommends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from elastivol.errors import FailedPrecondition, Unavailable
+from elastivol.node import mount as hostmount
+from elastivol.providers.file import AccessPoint
+
+log = logging.getLogger("elastivol.aws.mount")
+
+NFS_OPTIONS = ("nfsvers=4.1", "rsize=1048576", "wsize=1048576", "hard", "timeo=600", "retrans=2", "noresvport")
+MOUNT_TIMEOUT = 120.0
+EFS_HELPERS = ("/sbin/mount.efs", "/usr/sbin/mount.efs", "/usr/bin/mount.efs")
+
+
+@dataclass(frozen=True)
+class MountRequest:
+    fs_id: str
+    path: str  # absolute, inside the access point's root when there is one ("/" for all of it)
+    access_point: AccessPoint | None
+    target: str
+    readonly: bool = False
+    options: tuple[str, ...] = ()
+
+
+class Mounter(Protocol):
+    def mount(self, req: MountRequest) -> None: ...
+    def unmount(self, target: str) -> None: ...
+
+
+def mount_command(req: MountRequest, region: str, efs_utils: bool) -> list[str]:
+    extra = [*(["ro"] if req.readonly else []), *req.options]
+    if efs_utils:
+        ap = [f"accesspoint={req.access_point.id}"] if req.access_point is not None else []
+        return ["mount", "-t", "efs", "-o", ",".join(["tls", *ap, *extra]), f"{req.fs_id}:{req.path}", req.target]
+    host = f"{req.fs_id}.efs.{region}.amazonaws.com" if region else req.fs_id
+    return ["mount", "-t", "nfs4", "-o", ",".join([*NFS_OPTIONS, *extra]), f"{host}:{req.path}", req.target]
+
+
+def _run(argv: Sequence[str], what: str) -> None:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=MOUNT_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"{what} did not finish within {MOUNT_TIMEOUT:.0f}s: is the EFS mount target reachable "
+                          "from this node (security group allowing NFS, port 2049)?") from None
+    if done.returncode != 0:
+        raise FailedPrecondition(f"{what} failed ({' '.join(argv)}): {(done.stderr or done.stdout).strip()[:500]}")
+
+
+class HostMounter:
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    @staticmethod
+    def efs_utils() -> bool:
+        return any(os.path.exists(p) for p in EFS_HELPERS)
+
+    def mount(self, req: MountRequest) -> None:
+        os.makedirs(req.target, exist_ok=True)
+        if os.path.ismount(req.target):
+            return  # already published: idempotent
+        efs_utils = self.efs_utils()
+        if req.access_point is not None and not efs_utils:
+            raise FailedPrecondition(
+                f"mounting {req.fs_id} through access point {req.access_point.id} needs amazon-efs-utils "
+                "(mount -t efs with tls): install it in the node image; plain NFS cannot use access points"
+            )
+        _run(mount_command(req, self.region, efs_utils), f"mounting {req.fs_id}:{req.path} at {req.target}")
+
+    def unmount(self, target: str) -> None:
+        if os.path.ismount(target):
+            _run(["umount", target], f"unmounting {target}")
+
+
+class RecordingMounter:
+    """For tests, where there is no NFS: records the command a node would run and bind-mounts a
+    local directory that plays the file system, so that data flows between publications. On the
+    first mount of an access point it creates the root directory with the access point's owner and
+    permissions, as EFS does."""
+
+    def __init__(self, root: Path, region: str = "", log_path: Path | None = None) -> None:
+        self.root = root
+        self.region = region
+        self.log_path = log_path
+        self.records: list[dict[str, object]] = []
+        self._lock = threading.Lock()
+
+    def _record(self, entry: dict[str, object]) -> None:
+        with self._lock:
+            self.records.append(entry)
+            if self.log_path is not None:
+                with open(self.log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+
+    def backing(self, req: MountRequest) -> Path:
+        base = self.root / req.fs_id
+        ap = req.access_point
+        if ap is not None:
+            base = base / ap.directory.strip("/")
+            if not base.exists():
+                base.mkdir(parents=True)
+                os.chown(base, ap.uid, ap.gid)
+                base.chmod(ap.perms)
+        return base / req.path.strip("/")
+
+    def mount(self, req: MountRequest) -> None:
+        self._record({"op": "mount", "argv": mount_command(req, self.region, True), "target": req.target})
+        os.makedirs(req.target, exist_ok=True)
+        if hostmount.is_mountpoint(req.target):
+            return
+        source = self.backing(req)
+        source.mkdir(parents=True, exist_ok=True)
+        hostmount.bind(str(source), req.target, readonly=req.readonly)
+
+    def unmount(self, target: str) -> None:
+        self._record({"op": "unmount", "target": target})
+        hostmount.unmount_all(target)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree without following symlinks out of it."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

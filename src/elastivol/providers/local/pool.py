@@ -1,0 +1,257 @@
+"""A local pool: a directory that holds sparse volume images and their metadata.
+
+Layout::
+
+    POOL/pool.json                 what the pool is (schema-versioned)
+    POOL/images/vol-*.img          one sparse image per block volume
+    POOL/snapshots/snap-*.img      one image per snapshot (a reflink copy where possible)
+    POOL/meta/<kind>/<id>.json     one record per volume, snapshot, node...
+    POOL/locks/                    flock files shared by the processes using the pool
+
+Snapshots and clones want reflink (O(1) copies), shared file volumes want per-directory
+quotas. When the directory's own filesystem lacks what is needed, ``init_pool`` makes a
+filesystem image beside it (``POOL.img``), formats it with a filesystem that has it and
+mounts it at POOL. What the kernel offers is probed, never assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from elastivol import ids
+from elastivol.errors import FailedPrecondition, InvalidArgument, Unavailable
+from elastivol.node import copy as hostcopy
+from elastivol.node import fs as hostfs
+from elastivol.node import loop, mount
+from elastivol.node.run import run
+from elastivol.providers.types import GiB, Health
+from elastivol.store import RecordStore, atomic_write_json
+
+POOL_FILE = "pool.json"
+POOL_SCHEMA = 1
+DEFAULT_POOL_SIZE = 20 * GiB
+POOL_FILESYSTEMS = ("xfs", "btrfs")
+# Chosen by measuring first writes into a sparse volume image on each (see README, Performance).
+DEFAULT_POOL_FS = "xfs"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    schema: int
+    id: str
+    fs_type: str
+    reflink: bool
+    quotas: str  # "btrfs-qgroup" or "none"
+    backing_image: str  # "" when the pool lives on the directory's own filesystem
+    created_at: float
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    total_bytes: int
+    free_bytes: int
+    provisioned_bytes: int
+    allocated_bytes: int
+    uncommitted_bytes: int
+    volumes: int
+    snapshots: int
+
+
+def backing_image_for(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".img")
+
+
+def _probe_fs_type(directory: Path) -> str:
+    info = mount.find_by_target(str(directory))
+    best = info
+    if best is None:
+        # The directory is not a mountpoint itself: find the mount that contains it.
+        candidates = [m for m in mount.mounts() if _is_under(directory, Path(m.target))]
+        best = max(candidates, key=lambda m: len(m.target), default=None)
+    return best.fstype if best is not None else "unknown"
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _btrfs_quota_enable(directory: Path) -> bool:
+    result = run(["btrfs", "quota", "enable", str(directory)], timeout=60, check=False)
+    return result.returncode == 0
+
+
+def quotas_available(directory: Path, fs_type: str) -> str:
+    if fs_type != "btrfs":
+        # XFS project quotas need CONFIG_XFS_QUOTA; ext4 project quotas need a quota-enabled
+        # mount. Neither is offered by every kernel, and this pool does not use them.
+        return "none"
+    result = run(["btrfs", "qgroup", "show", str(directory)], timeout=30, check=False)
+    return "btrfs-qgroup" if result.returncode == 0 else "none"
+
+
+def _mount_backing(image: Path, directory: Path, fs_type: str) -> None:
+    dev = loop.ensure_attached(image, direct_io=True)
+    mount.mount(dev.path, str(directory), fs_type, ())
+
+
+def init_pool(directory: Path, size_bytes: int | None = None, fs_type: str | None = None) -> PoolConfig:
+    """Prepare ``directory`` as a pool (idempotent). Returns what the pool is."""
+    if fs_type is not None and fs_type not in POOL_FILESYSTEMS:
+        raise InvalidArgument(f"--fs {fs_type!r} is not supported for pools; choose one of {POOL_FILESYSTEMS}")
+    directory = directory.absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = load_config(directory, remount=True)
+    if existing is not None:
+        if fs_type is not None and existing.fs_type != fs_type:
+            raise FailedPrecondition(
+                f"{directory} is already a {existing.fs_type} pool; to use {fs_type}, delete the pool's "
+                "volumes, unmount it and remove it first"
+            )
+        return existing
+    here_fs = _probe_fs_type(directory)
+    here_reflink = hostcopy.reflink_supported(directory)
+    wanted = fs_type or (here_fs if here_reflink and here_fs in POOL_FILESYSTEMS else DEFAULT_POOL_FS)
+    backing = ""
+    if not (here_reflink and here_fs == wanted):
+        if any(directory.iterdir()):
+            raise FailedPrecondition(
+                f"{directory} is on {here_fs} (reflink: {'yes' if here_reflink else 'no'}) and is not empty, "
+                f"so elastivol cannot mount a {wanted} pool filesystem over it: choose an empty directory"
+            )
+        image = backing_image_for(directory)
+        size = size_bytes or DEFAULT_POOL_SIZE
+        if size < 1 * GiB:
+            raise InvalidArgument(f"pool size {size} bytes is too small: give --size of at least 1G")
+        with open(image, "ab") as fh:
+            if os.fstat(fh.fileno()).st_size < size:
+                fh.truncate(size)
+        dev = loop.ensure_attached(image, direct_io=True)
+        if hostfs.detect(dev.path) is None:
+            hostfs.make(dev.path, wanted, ())
+        mount.mount(dev.path, str(directory), wanted, ())
+        backing = str(image)
+    quotas = "none"
+    if wanted == "btrfs" and _btrfs_quota_enable(directory):
+        quotas = quotas_available(directory, wanted)
+    config = PoolConfig(
+        schema=POOL_SCHEMA,
+        id=ids.new_id("pool"),
+        fs_type=wanted,
+        reflink=hostcopy.reflink_supported(directory),
+        quotas=quotas,
+        backing_image=backing,
+        created_at=time.time(),
+    )
+    for sub in ("images", "snapshots", "meta", "locks"):
+        (directory / sub).mkdir(exist_ok=True)
+    atomic_write_json(directory / POOL_FILE, {"schema": POOL_SCHEMA, "kind": "pool", "data": asdict(config)})
+    return config
+
+
+def load_config(directory: Path, *, remount: bool = False) -> PoolConfig | None:
+    """The pool's config, or None when ``directory`` is not a pool.
+
+    With ``remount``, a pool whose backing image is no longer mounted (after a reboot) is
+    mounted again first.
+    """
+    path = directory / POOL_FILE
+    if not path.exists() and remount:
+        image = backing_image_for(directory)
+        if image.exists() and not mount.is_mountpoint(str(directory)):
+            fs_type = hostfs.detect(loop.ensure_attached(image, direct_io=True).path)
+            if fs_type in POOL_FILESYSTEMS:
+                _mount_backing(image, directory, fs_type)
+    if not path.exists():
+        return None
+    import json
+
+    try:
+        payload = json.loads(path.read_bytes())
+        data = payload["data"]
+        return PoolConfig(**{k: data[k] for k in PoolConfig.__dataclass_fields__})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FailedPrecondition(f"{path} is damaged ({exc}); run `elastivol doctor --pool {directory}`") from exc
+
+
+class Pool:
+    """An initialised pool, as seen by one process."""
+
+    def __init__(self, directory: Path, *, overcommit_ratio: float = 1.0) -> None:
+        self.directory = directory.absolute()
+        config = load_config(self.directory, remount=True)
+        if config is None:
+            raise FailedPrecondition(
+                f"{self.directory} is not an elastivol pool: run `elastivol pool init {self.directory}` first"
+            )
+        self.config = config
+        self.overcommit_ratio = overcommit_ratio
+        self.images = self.directory / "images"
+        self.snapshot_images = self.directory / "snapshots"
+        self.lock_dir = self.directory / "locks"
+        meta = self.directory / "meta"
+        self.volumes = RecordStore(meta / "volumes", "volume", ids.is_volume_id)
+        self.snapshots = RecordStore(meta / "snapshots", "snapshot", ids.is_snapshot_id)
+        self.nodes = RecordStore(meta / "nodes", "node", ids.is_node_id)
+
+    def image_path(self, volume_id: str) -> Path:
+        return self.images / f"{volume_id}.img"
+
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        return self.snapshot_images / f"{snapshot_id}.img"
+
+    def health(self) -> Health:
+        if not (self.directory / POOL_FILE).exists():
+            return Health(False, f"pool {self.directory} is gone (is its filesystem unmounted?)")
+        if self.config.backing_image and not mount.is_mountpoint(str(self.directory)):
+            return Health(False, f"pool filesystem {self.config.backing_image} is not mounted at {self.directory}")
+        probe = self.directory / "locks" / ".probe"
+        try:
+            with open(probe, "wb") as fh:
+                fh.write(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            return Health(False, f"pool {self.directory} is not writable: {exc.strerror}")
+        return Health(True)
+
+    def usage(self) -> PoolUsage:
+        stats = hostfs.statfs(str(self.directory))
+        provisioned = allocated = 0
+        volumes = snapshots = 0
+        for folder in (self.images, self.snapshot_images):
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".img"):
+                        continue
+                    st = entry.stat()
+                    provisioned += st.st_size
+                    allocated += min(st.st_blocks * 512, st.st_size)
+                    if folder is self.images:
+                        volumes += 1
+                    else:
+                        snapshots += 1
+        return PoolUsage(
+            total_bytes=stats.total_bytes,
+            free_bytes=stats.available_bytes,
+            provisioned_bytes=provisioned,
+            allocated_bytes=allocated,
+            uncommitted_bytes=provisioned - allocated,
+            volumes=volumes,
+            snapshots=snapshots,
+        )
+
+    def available_bytes(self) -> int:
+        """Space a new volume may promise: free space, less what existing images may still claim."""
+        usage = self.usage()
+        return max(0, int(usage.free_bytes * self.overcommit_ratio) - usage.uncommitted_bytes)
+
+    def require_usable(self) -> None:
+        health = self.health()
+        if not health.ready:
+            raise Unavailable(health.reason)

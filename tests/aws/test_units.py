@@ -1,0 +1,119 @@
+"""Small parts of the aws provider on their own: batcher, device names, limits, coalescing, GIDs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from elastivol.errors import Exhausted, NotFound
+from elastivol.providers.aws.batcher import Batcher
+from elastivol.providers.aws.devices import NAMES, DeviceAllocator
+from elastivol.providers.aws.gid import GidAllocator
+from elastivol.providers.aws.limits import max_volumes
+from elastivol.providers.aws.modify import ModifyCoalescer
+
+
+def run_all(fns: list[Callable[[], None]]) -> None:
+    threads = [threading.Thread(target=f) for f in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def test_batcher_shares_one_call_among_concurrent_waiters() -> None:
+    seen: list[list[str]] = []
+
+    def fetch(ids: list[str]) -> dict[str, str]:
+        seen.append(ids)
+        time.sleep(0.01)
+        return {i: i.upper() for i in ids if not i.endswith("missing")}
+
+    batcher: Batcher[str] = Batcher("test", fetch, interval=0.05, max_batch=40)
+    got: dict[str, str | None] = {}
+    keys = [f"k{i}" for i in range(100)] + ["x-missing"]
+    run_all([lambda k=k: got.update({k: batcher.get(k)}) for k in keys])  # type: ignore[misc]
+    assert got["k7"] == "K7" and got["x-missing"] is None
+    assert all(len(chunk) <= 40 for chunk in seen)
+    assert len(seen) <= 8, f"{len(seen)} fetches for 101 waiters"
+
+
+def test_batcher_hands_errors_to_every_waiter_and_can_be_disabled() -> None:
+    def broken(ids: list[str]) -> dict[str, str]:
+        raise NotFound("boom")
+
+    with pytest.raises(NotFound):
+        Batcher("broken", broken, interval=0.01).get("a")
+    calls: list[list[str]] = []
+    plain: Batcher[str] = Batcher("off", lambda ids: calls.append(ids) or {}, interval=1, enabled=False)
+    run_all([lambda: plain.get("a"), lambda: plain.get("b")])
+    assert sorted(calls) == [["a"], ["b"]]
+
+
+def test_device_names_in_flight_are_never_handed_out_twice() -> None:
+    alloc = DeviceAllocator()
+    held: list[str] = []
+    release = threading.Event()
+
+    def hold() -> None:
+        with alloc.hold("i-1", in_use=["/dev/sda1", "/dev/xvdaa"]) as name:
+            held.append(name)
+            release.wait(5)
+
+    threads = [threading.Thread(target=hold) for _ in range(20)]
+    for t in threads:
+        t.start()
+    while len(held) < 20:
+        time.sleep(0.01)
+    assert len(set(held)) == 20 and "/dev/xvdaa" not in held
+    release.set()
+    for t in threads:
+        t.join()
+    with alloc.hold("i-1", in_use=["/dev/sdab"]) as name:
+        assert name == "/dev/xvdaa", "freed names are reused, and /dev/sdab is the same slot as /dev/xvdab"
+    with alloc.hold("i-1", in_use=[], avoid=["/dev/xvdaa"]) as name:
+        assert name == "/dev/xvdab"
+    with pytest.raises(Exhausted):
+        with alloc.hold("i-2", in_use=list(NAMES)):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "expected"),
+    [("m5.large", 26), ("t3.medium", 26), ("m7i.large", 31), ("m7i.48xlarge", 127), ("m4.xlarge", 38),
+     ("i3.metal", 26), ("unknown.size", 26)],
+)
+def test_volume_limits_table(instance_type: str, expected: int) -> None:
+    assert max_volumes(instance_type) == expected
+
+
+def test_volume_limits_overrides() -> None:
+    assert max_volumes("m5.large", override=10) == 10
+    assert max_volumes("m5.large", reserved=5) == 23
+
+
+def test_modify_coalescer_merges_a_window() -> None:
+    sent: list[dict[str, int]] = []
+    coalescer = ModifyCoalescer(lambda vid, changes: sent.append(dict(changes)), window=0.2)
+    run_all([lambda: coalescer.submit("vol-1", {"Size": 20}), lambda: coalescer.submit("vol-1", {"Iops": 6000}),
+             lambda: coalescer.submit("vol-1", {"Size": 15})])
+    assert sent == [{"Size": 20, "Iops": 6000}]
+
+
+def test_gid_allocation_is_race_free() -> None:
+    created: list[int] = []
+    alloc = GidAllocator()
+
+    def create() -> None:
+        with alloc.allocate("fs-1", (100, 120), lambda: set(created)) as gid:
+            time.sleep(0.01)  # CreateAccessPoint takes a while; others must not take the same GID meanwhile
+        created.append(gid)
+
+    run_all([create for _ in range(21)])
+    assert sorted(created) == list(range(100, 121))
+    with pytest.raises(Exhausted, match="gidRangeStart"):
+        with alloc.allocate("fs-1", (100, 120), lambda: set(created)):
+            pass

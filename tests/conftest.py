@@ -1,0 +1,44 @@
+"""Shared fixtures: a real reflink pool on a loop-mounted filesystem, a real server process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from elastivol.node import loop, mount
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError("elastivol's tests use real loop devices and mounts: run them as root (make test)")
+
+
+def _cleanup_pool(pool: Path) -> None:
+    # Unmount anything left under the work dir (deepest first), then the pool, then its loops.
+    work = pool.parent
+    for m in sorted(mount.mounts(), key=lambda m: len(m.target), reverse=True):
+        if m.target.startswith(str(work) + "/"):
+            mount.unmount(m.target)
+    for d in loop.list_all():
+        if d.backing_file.startswith(str(work) + "/"):
+            loop.detach(d.path)
+
+
+@pytest.fixture(scope="session")
+def pool_dir() -> Iterator[Path]:
+    """An xfs pool (reflink) in a sparse image, shared by the session's tests."""
+    from elastivol.providers.local.pool import init_pool
+
+    work = Path(tempfile.mkdtemp(prefix="elastivol-test-", dir="/var/tmp"))
+    pool = work / "pool"
+    init_pool(pool, 16 << 30, "xfs")
+    yield pool
+    _cleanup_pool(pool)
+    shutil.rmtree(work, ignore_errors=True)

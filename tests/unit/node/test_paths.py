@@ -1,0 +1,79 @@
+"""PathGuard: paths must really lead inside an allowed root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from elastivol.errors import InvalidArgument, NotFound
+from elastivol.node.paths import PathGuard
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "root" / "pods").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    return tmp_path
+
+
+def test_paths_inside_are_returned_resolved(tree: Path) -> None:
+    guard = PathGuard([str(tree / "root")])
+    assert guard.check(str(tree / "root" / "pods")) == tree / "root" / "pods"
+    # The target itself (and its parents) need not exist yet.
+    assert guard.check(str(tree / "root" / "new" / "mount")) == tree / "root" / "new" / "mount"
+    assert guard.check(str(tree / "root" / "pods" / ".." / "x")) == tree / "root" / "x"
+    (tree / "root" / "inner").symlink_to(tree / "root" / "pods")
+    assert guard.check(str(tree / "root" / "inner" / "v")) == tree / "root" / "pods" / "v"
+
+
+@pytest.mark.parametrize("bad", ["", "relative/path", "/a/\0/b"])
+def test_malformed_paths(tree: Path, bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        PathGuard([str(tree / "root")]).check(bad)
+
+
+def test_symlinks_escaping_the_root(tree: Path) -> None:
+    root = tree / "root"
+    guard = PathGuard([str(root)])
+    (root / "escape").symlink_to(tree / "outside")
+    with pytest.raises(InvalidArgument) as info:
+        guard.check(str(root / "escape" / "mount"))
+    message = info.value.message
+    assert str(root / "escape" / "mount") in message and str(tree / "outside" / "mount") in message
+    assert str(root) in message and "--allowed-root" in message
+    (root / "abs").symlink_to("/etc")
+    with pytest.raises(InvalidArgument):
+        guard.check(str(root / "abs"))
+    with pytest.raises(InvalidArgument):
+        guard.check(str(root / ".." / "outside" / "x"))
+    # The root itself is not inside the root.
+    with pytest.raises(InvalidArgument):
+        guard.check(str(root))
+    # A sibling sharing the root's name as a prefix is not inside it.
+    (tree / "root2").mkdir()
+    with pytest.raises(InvalidArgument):
+        guard.check(str(tree / "root2" / "x"))
+
+
+def test_root_that_is_a_symlink(tree: Path) -> None:
+    (tree / "kubelet").symlink_to(tree / "root")
+    guard = PathGuard([str(tree / "kubelet")])
+    assert guard.check(str(tree / "kubelet" / "pods" / "v")) == tree / "root" / "pods" / "v"
+    assert guard.check(str(tree / "root" / "pods" / "v")) == tree / "root" / "pods" / "v"
+
+
+def test_must_exist(tree: Path) -> None:
+    guard = PathGuard([str(tree / "root")])
+    assert guard.check(str(tree / "root" / "pods"), must_exist=True) == tree / "root" / "pods"
+    with pytest.raises(NotFound):
+        guard.check(str(tree / "root" / "nope"), must_exist=True)
+
+
+def test_several_roots_and_none(tree: Path) -> None:
+    guard = PathGuard([str(tree / "root"), str(tree / "outside")])
+    assert guard.check(str(tree / "outside" / "x")) == tree / "outside" / "x"
+    with pytest.raises(InvalidArgument, match=r"\(none\)"):
+        PathGuard([]).check(str(tree / "root" / "x"))
+    with pytest.raises(InvalidArgument):
+        PathGuard(["relative"])

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from elastivol import ids
+from elastivol.errors import Aborted
+from elastivol.locks import InFlight
+from elastivol.store import RecordStore
+
+
+def test_records_round_trip_atomically(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "volumes", "volume", ids.is_volume_id)
+    vid = ids.new_id("vol")
+    store.put(vid, {"id": vid, "name": "a"})
+    assert store.get(vid) == {"id": vid, "name": "a"}
+    assert store.find("name", "a") == {"id": vid, "name": "a"}
+    payload = json.loads((tmp_path / "volumes" / f"{vid}.json").read_text())
+    assert payload["schema"] == 1 and payload["kind"] == "volume"
+    assert [p for p in os.listdir(tmp_path / "volumes") if p.endswith(".tmp")] == []
+    assert store.delete(vid) and not store.delete(vid)
+    assert store.get(vid) is None
+
+
+def test_other_processes_writes_are_seen(tmp_path: Path) -> None:
+    a = RecordStore(tmp_path / "v", "volume", ids.is_volume_id)
+    b = RecordStore(tmp_path / "v", "volume", ids.is_volume_id)
+    vid = ids.new_id("vol")
+    a.put(vid, {"id": vid, "name": "x"})
+    assert b.find("name", "x") is not None
+
+
+def test_bad_records_are_reported_not_fatal(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "v", "volume", ids.is_volume_id)
+    good = ids.new_id("vol")
+    store.put(good, {"id": good})
+    (tmp_path / "v" / f"{ids.new_id('vol')}.json").write_text("{torn")
+    (tmp_path / "v" / f"{ids.new_id('vol')}.json").write_text(json.dumps({"schema": 99, "kind": "volume", "data": {}}))
+    (tmp_path / "v" / "../../etc.json").resolve()
+    assert [r["id"] for r in store.all()] == [good]
+    reasons = " ".join(p.reason for p in store.problems)
+    assert "unreadable" in reasons and "schema 99" in reasons
+
+
+def test_malformed_ids_never_become_paths(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "v", "volume", ids.is_volume_id)
+    with pytest.raises(Exception, match="malformed"):
+        store.put("../escape", {})
+
+
+def test_ids_have_exact_formats() -> None:
+    for prefix, check in (("vol", ids.is_volume_id), ("snap", ids.is_snapshot_id), ("fs", ids.is_filesystem_id),
+                          ("fsap", ids.is_access_point_id)):
+        made = ids.new_id(prefix)
+        assert check(made) and len(made) == len(prefix) + 1 + 17
+        assert not check(made + "0") and not check(made.upper()) and not check("../" + made)
+
+
+def test_inflight_aborts_the_second_caller(tmp_path: Path) -> None:
+    inflight = InFlight(tmp_path / "locks")
+    with inflight.hold("vol-1"):
+        with pytest.raises(Aborted, match="already in progress"):
+            with inflight.hold("vol-1"):
+                pass
+        with inflight.hold("vol-2"):
+            pass
+    with inflight.hold("vol-1"):
+        pass
+
+
+def test_inflight_file_lock_spans_processes(tmp_path: Path) -> None:
+    a = InFlight(tmp_path / "locks")
+    b = InFlight(tmp_path / "locks")  # as if another process: separate registry, same pool
+    with a.hold("vol-x"):
+        with pytest.raises(Aborted, match="another elastivol process"):
+            with b.hold("vol-x"):
+                pass
+    with b.hold("vol-x"):
+        pass
+
+
+def test_inflight_under_threads(tmp_path: Path) -> None:
+    inflight = InFlight(tmp_path / "locks")
+    inside = 0
+    peak = 0
+    aborted = 0
+    mutex = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        nonlocal inside, peak, aborted
+        barrier.wait()
+        for _ in range(50):
+            try:
+                with inflight.hold("vol-same"):
+                    with mutex:
+                        inside += 1
+                        peak = max(peak, inside)
+                    with mutex:
+                        inside -= 1
+            except Aborted:
+                with mutex:
+                    aborted += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 1
