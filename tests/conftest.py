@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from elastivol.node import loop, mount
+from elastivol.node import _sys, loop, mount
+
+MNT_DETACH = 2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,10 +27,18 @@ def _cleanup_pool(pool: Path) -> None:
     work = pool.parent
     for m in sorted(mount.mounts(), key=lambda m: len(m.target), reverse=True):
         if m.target.startswith(str(work) + "/"):
-            mount.unmount(m.target)
-    for d in loop.list_all():
+            try:
+                mount.unmount(m.target)
+            except Exception:
+                # A failed test may have left a file open; detach lazily so the run can end clean.
+                _sys.umount2(m.target, MNT_DETACH)
+    # Volume images first (they live on the pool), then the pool's own image.
+    for d in sorted(loop.list_all(), key=lambda d: d.backing_file.endswith("pool.img")):
         if d.backing_file.startswith(str(work) + "/"):
-            loop.detach(d.path)
+            try:
+                loop.detach(d.path)
+            except Exception as exc:
+                print(f"could not detach {d.path}: {exc}")
 
 
 @pytest.fixture(scope="session")

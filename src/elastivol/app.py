@@ -71,11 +71,14 @@ def validate(config: ServeConfig) -> None:
         raise InvalidArgument(f"--provider {config.provider!r}: choose local or aws")
     if config.provider == "local" and not config.pool:
         raise InvalidArgument("the local provider needs --pool DIR (prepare it with `elastivol pool init DIR`)")
-    if config.node and not config.node_id:
+    # With the aws provider a node learns its instance id and zone from IMDSv2 (the flags are the
+    # fallback), and a controller without --zones serves the region's zones (DescribeAvailabilityZones).
+    aws = config.provider == "aws"
+    if config.node and not config.node_id and not aws:
         raise InvalidArgument("node mode needs --node-id (or ELASTIVOL_NODE_ID)")
-    if config.node and not config.zone:
+    if config.node and not config.zone and not aws:
         raise InvalidArgument("node mode needs --zone (or ELASTIVOL_ZONE)")
-    if config.controller and not config.served_zones():
+    if config.controller and not config.served_zones() and not aws:
         raise InvalidArgument("controller mode needs --zone or --zones: the zones this controller serves")
 
 
@@ -115,6 +118,12 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
         services.background.append(lambda: _pool_gauges(pool, metrics))
     if config.node:
+        if not has_capability(CAP_SYS_RESOURCE):
+            log.warning(
+                "this process lacks CAP_SYS_RESOURCE: mounted ext4 volumes cannot grow online "
+                "(NodeExpandVolume fails with FAILED_PRECONDITION); they grow at their next stage. "
+                "xfs volumes grow online regardless"
+            )
         node_provider = LocalBlockNode(pool, config.node_id)
         node_provider.register_node(config.node_id, config.zone, config.max_volumes_per_node)
         services.node = BlockNode(
@@ -149,6 +158,21 @@ async def _pool_gauges(pool: Pool, metrics: Metrics) -> None:
         except Exception:  # gauges must never take the server down
             log.exception("could not read pool usage")
         await asyncio.sleep(15)
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(bit: int) -> bool:
+    """Whether this process holds a Linux capability (from /proc, no extra dependency)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << bit))
+    except OSError:
+        pass
+    return False
 
 
 def driver_name(driver: str) -> str:

@@ -18,8 +18,8 @@ BLOCK = "block"
 def volume_capability(
     access: str = MOUNT, mode: str = "SINGLE_NODE_WRITER", fs_type: str = "", mount_flags: tuple[str, ...] = ()
 ) -> csi_pb2.VolumeCapability:
-    cap = csi_pb2.VolumeCapability(access_mode=csi_pb2.VolumeCapability.AccessMode(
-        mode=csi_pb2.VolumeCapability.AccessMode.Mode.Value(mode)))
+    cap = csi_pb2.VolumeCapability()
+    cap.access_mode.mode = csi_pb2.VolumeCapability.AccessMode.Mode.Value(mode)  # type: ignore[assignment]
     if access == BLOCK:
         cap.block.SetInParent()
     else:
@@ -84,4 +84,5 @@ class CsiClient:
             req.accessibility_requirements.requisite.add(segments={"topology.kubernetes.io/zone": zone})
         if source is not None:
             req.volume_content_source.CopyFrom(source)
-        return self.controller.CreateVolume(req, timeout=self.timeout).volume
+        volume: csi_pb2.Volume = self.controller.CreateVolume(req, timeout=self.timeout).volume
+        return volume

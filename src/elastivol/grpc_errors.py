@@ -25,6 +25,9 @@ _CODES: tuple[tuple[type[errors.ElastivolError], grpc.StatusCode], ...] = (
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The code and the message a client sees for ``exc``."""
+    if isinstance(exc, NotImplementedError):
+        # The generated servicer base raises this for an RPC a driver does not offer.
+        return grpc.StatusCode.UNIMPLEMENTED, "this driver does not offer this call"
     if isinstance(exc, errors.ElastivolError):
         for cls, code in _CODES:
             if isinstance(exc, cls):

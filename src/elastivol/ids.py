@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import secrets
 
-_HEX17 = "[0-9a-f]{17}"
-VOLUME_ID = re.compile(rf"vol-{_HEX17}")
-SNAPSHOT_ID = re.compile(rf"snap-{_HEX17}")
-FILESYSTEM_ID = re.compile(rf"fs-{_HEX17}")
-ACCESS_POINT_ID = re.compile(rf"fsap-{_HEX17}")
+# AWS ids have 17 hex digits today; volumes, snapshots and file systems made before 2016-2018 keep
+# their 8-digit ids (seed 000's fs-4af69aab), and moto makes 8-digit EFS ids. New ids are 17.
+_HEX = "(?:[0-9a-f]{8}|[0-9a-f]{17})"
+VOLUME_ID = re.compile(rf"vol-{_HEX}")
+SNAPSHOT_ID = re.compile(rf"snap-{_HEX}")
+FILESYSTEM_ID = re.compile(rf"fs-{_HEX}")
+ACCESS_POINT_ID = re.compile(rf"fsap-{_HEX}")
 # Node ids become file names in the pool; keep them to a safe alphabet.
 NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

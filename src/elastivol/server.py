@@ -16,7 +16,7 @@ import socket
 import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,7 @@ class Services:
     controller: Any | None = None
     node: Any | None = None
     group_controller: Any | None = None
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -186,7 +186,7 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(job()) for job in services.background]
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(job()) for job in services.background]
     log.info("listening on %s", path, extra={"fields": {"endpoint": endpoint, "mode": oct(socket_mode)}})
     if ready is not None:
         ready()

@@ -5,18 +5,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from elastivol.errors import Exhausted, NotFound
+from elastivol.errors import Exhausted, FailedPrecondition, NotFound
 from elastivol.providers.aws.batcher import Batcher
 from elastivol.providers.aws.devices import NAMES, DeviceAllocator
 from elastivol.providers.aws.gid import GidAllocator
 from elastivol.providers.aws.limits import max_volumes
 from elastivol.providers.aws.modify import ModifyCoalescer
+from elastivol.providers.aws.mounter import HostMounter, MountRequest, mount_command
+from elastivol.providers.file import AccessPoint
 
 
-def run_all(fns: list[Callable[[], None]]) -> None:
+def run_all(fns: list[Callable[[], object]]) -> None:
     threads = [threading.Thread(target=f) for f in fns]
     for t in threads:
         t.start()
@@ -48,7 +51,12 @@ def test_batcher_hands_errors_to_every_waiter_and_can_be_disabled() -> None:
     with pytest.raises(NotFound):
         Batcher("broken", broken, interval=0.01).get("a")
     calls: list[list[str]] = []
-    plain: Batcher[str] = Batcher("off", lambda ids: calls.append(ids) or {}, interval=1, enabled=False)
+
+    def record(ids: list[str]) -> dict[str, str]:
+        calls.append(ids)
+        return {}
+
+    plain: Batcher[str] = Batcher("off", record, interval=1, enabled=False)
     run_all([lambda: plain.get("a"), lambda: plain.get("b")])
     assert sorted(calls) == [["a"], ["b"]]
 
@@ -117,3 +125,25 @@ def test_gid_allocation_is_race_free() -> None:
     with pytest.raises(Exhausted, match="gidRangeStart"):
         with alloc.allocate("fs-1", (100, 120), lambda: set(created)):
             pass
+
+
+def test_mount_commands_for_efs_utils_and_the_nfs_fallback() -> None:
+    ap = AccessPoint(id="fsap-0123456789abcdef0", fs_id="fs-0123456789abcdef0", name="pvc-1", directory="/d",
+                     uid=1000, gid=1000, perms=0o700, capacity_bytes=0)
+    req = MountRequest("fs-0123456789abcdef0", "/sub", ap, "/var/lib/kubelet/pods/x/mount", readonly=True,
+                       options=("noatime",))
+    assert mount_command(req, "us-east-1", efs_utils=True) == [
+        "mount", "-t", "efs", "-o", "tls,accesspoint=fsap-0123456789abcdef0,ro,noatime",
+        "fs-0123456789abcdef0:/sub", "/var/lib/kubelet/pods/x/mount"]
+    plain = MountRequest("fs-0123456789abcdef0", "/", None, "/mnt/t")
+    assert mount_command(plain, "us-east-1", efs_utils=False) == [
+        "mount", "-t", "nfs4", "-o", "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport",
+        "fs-0123456789abcdef0.efs.us-east-1.amazonaws.com:/", "/mnt/t"]
+
+
+def test_access_point_mounts_need_efs_utils(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(HostMounter, "efs_utils", staticmethod(lambda: False))
+    ap = AccessPoint(id="fsap-0123456789abcdef0", fs_id="fs-0123456789abcdef0", name="", directory="/d",
+                     uid=0, gid=0, perms=0o700, capacity_bytes=0)
+    with pytest.raises(FailedPrecondition, match="amazon-efs-utils"):
+        HostMounter("us-east-1").mount(MountRequest("fs-0123456789abcdef0", "/", ap, str(tmp_path / "t")))

@@ -99,7 +99,7 @@ def choose_zone(requirement: csi_pb2.TopologyRequirement | None, served: Sequenc
     requisite = [z for z in (zone_of(t) for t in requirement.requisite) if z is not None]
     for topo in requirement.preferred:
         zone = zone_of(topo)
-        if zone in served and (not requisite or zone in requisite):
+        if zone is not None and zone in served and (not requisite or zone in requisite):
             return zone
     for zone in requisite:
         if zone in served:

@@ -19,7 +19,7 @@ _SERVICE = csi_pb2.PluginCapability.Service
 _EXPANSION = csi_pb2.PluginCapability.VolumeExpansion
 
 
-class Identity(csi_pb2_grpc.IdentityServicer):  # type: ignore[misc]
+class Identity(csi_pb2_grpc.IdentityServicer):
     def __init__(
         self,
         name: str,

@@ -136,7 +136,7 @@ def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class BlockController(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
+class BlockController(csi_pb2_grpc.ControllerServicer):
     def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
         self.provider = provider
         self.inflight = inflight
@@ -243,11 +243,14 @@ class BlockController(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     @staticmethod
     def _check_matches(volume: Volume, cap: Capability) -> None:
         check_block_capability(cap, multi_attach=volume.params.get("multiAttach") == "true")
+        # A volume made outside elastivol (a static PV on EBS) carries no record of its mode or fs type.
+        if volume.extra.get("volume_mode") == "unknown":
+            return
         if cap.volume_mode is not volume.mode:
             raise InvalidArgument(
                 f"volume {volume.id} is a {volume.mode.value} volume but {cap.volume_mode.value} access was asked"
             )
-        if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and cap.fs_type != volume.fs_type:
+        if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and volume.fs_type and cap.fs_type != volume.fs_type:
             raise InvalidArgument(f"volume {volume.id} is formatted {volume.fs_type}, not {cap.fs_type}")
 
     async def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerUnpublishVolumeResponse:

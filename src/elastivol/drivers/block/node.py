@@ -30,7 +30,7 @@ NODE_CAPABILITIES = (
 )
 
 
-class BlockNode(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]
+class BlockNode(csi_pb2_grpc.NodeServicer):
     def __init__(
         self,
         provider: BlockNodeProvider,

@@ -44,7 +44,8 @@ def aws_services(config: ServeConfig, metrics: Metrics) -> Services:
     if config.node or not settings.region:
         identity = resolve_identity(config.node_id, config.zone, settings.instance_type, timeout=settings.imds_timeout)
     region = settings.region or (identity.region if identity else "")
-    if not region:
+    if not region and config.controller:
+        # Nodes can do without: the block node never calls AWS, the file node mounts by id.
         raise InvalidArgument("no AWS region: set AWS_REGION (on EC2 it is read from IMDS, which did not answer)")
     clients = AwsClients(settings, AwsMetrics.for_registry(metrics.registry), faults, region)
     if config.node and identity is None:

@@ -19,7 +19,6 @@ from elastivol import __version__
 from elastivol.providers.aws.awsmetrics import AwsMetrics, remember_model
 from elastivol.providers.aws.settings import AwsSettings
 
-
 _LOADER = botocore.loaders.create_loader()
 
 

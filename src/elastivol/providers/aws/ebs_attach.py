@@ -47,6 +47,12 @@ class Attacher:
 
     # -- attach ---------------------------------------------------------------------------------
     def attach(self, volume_id: str, instance_id: str) -> dict[str, str]:
+        if not instance_id.startswith("i-"):
+            raise NotFound(
+                f"node id {instance_id!r} is not an EC2 instance id: the node plugin reports its instance id from "
+                "IMDS, and fell back to --node-id (here the Kubernetes node name) because IMDS did not answer. Let "
+                "the node plugin reach IMDS (instance metadata hop limit 2, or hostNetwork) or pass the instance id"
+            )
         volume = self._volume(volume_id)
         mine = _attachment(volume, instance_id)
         if mine is not None and mine.get("State") in ATTACHED_STATES:

@@ -129,7 +129,8 @@ def to_volume(v: Mapping[str, Any]) -> Volume:
         for a in v.get("Attachments", []) or []
         if a.get("State") in ATTACHED_STATES
     )
-    extra = {"state": state}
+    # "unknown" for a volume made outside elastivol (a static PV): it carries no mode tag.
+    extra = {"state": state, "volume_mode": tags.get(MODE_TAG, "unknown")}
     for key in ("Iops", "Throughput"):
         if v.get(key):
             extra[key.lower()] = str(v[key])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import posixpath
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from elastivol.errors import (
     Unavailable,
     Unimplemented,
 )
+from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.aws.awserrors import call, code_of
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.ebs_model import client_token, tag_list
@@ -172,11 +174,10 @@ class EfsProvider:
             tags = _tags(ap)
             if tags.get(NAME_TAG) == spec.name:
                 return self._same(ap, spec)
-        reuse_key = str(getattr(spec, "reuse_key", "") or "")
-        if spec.reuse and reuse_key:
+        if spec.reuse and spec.reuse_key:
             for ap in existing:
-                if _tags(ap).get(REUSE_TAG) == reuse_key:
-                    return to_access_point(ap)
+                if _tags(ap).get(REUSE_TAG) == spec.reuse_key:
+                    return _reusable(to_access_point(ap), spec)
         if spec.gid is not None:
             return self._create(spec, spec.gid)
         with self.gids.allocate(spec.fs_id, spec.gid_range, lambda: self._used_gids(spec.fs_id)) as gid:
@@ -187,10 +188,21 @@ class EfsProvider:
 
     def _same(self, ap: Obj, spec: AccessPointSpec) -> AccessPoint:
         found = to_access_point(ap)
+        differences = []
         if found.directory != spec.directory:
+            differences.append(f"directory {found.directory} != {spec.directory}")
+        if found.perms != spec.perms:
+            differences.append(f"directoryPerms {found.perms:o} != {spec.perms:o}")
+        if spec.gid is not None and found.gid != spec.gid:
+            differences.append(f"gid {found.gid} != {spec.gid}")
+        if spec.gid is None and not spec.gid_range[0] <= found.gid <= spec.gid_range[1]:
+            differences.append(f"gid {found.gid} is outside {spec.gid_range[0]}-{spec.gid_range[1]}")
+        if spec.uid is not None and found.uid != spec.uid:
+            differences.append(f"uid {found.uid} != {spec.uid}")
+        if differences:
             raise AlreadyExists(
-                f"access point {found.id} for {spec.name!r} already exists with root directory {found.directory}, "
-                f"not {spec.directory}; use another name or delete that volume"
+                f"a volume named {spec.name!r} already exists as access point {found.id} with different settings "
+                f"({'; '.join(differences)}); use another name or delete that volume"
             )
         return found
 
@@ -200,12 +212,10 @@ class EfsProvider:
                 CAPACITY_TAG: str(spec.capacity_bytes)}
         if spec.delete_root_dir:
             tags[DELETE_ROOT_TAG] = "true"
-        reuse_key = str(getattr(spec, "reuse_key", "") or "")
-        if reuse_key:
-            tags[REUSE_TAG] = reuse_key
-        base_path = str(getattr(spec, "base_path", "") or "")
-        if base_path:
-            tags[BASE_PATH_TAG] = base_path
+        if spec.reuse_key:
+            tags[REUSE_TAG] = spec.reuse_key
+        if spec.base_path:
+            tags[BASE_PATH_TAG] = spec.base_path
         try:
             resp = call(
                 self.efs, "CreateAccessPoint",
@@ -266,18 +276,24 @@ class EfsProvider:
         system root or the base path itself, never a directory another access point still uses."""
         directory = posixpath.normpath("/" + ap.directory.lstrip("/"))
         base = posixpath.normpath("/" + ap.tags.get(BASE_PATH_TAG, "/").lstrip("/"))
-        if directory == "/" or directory == base or not (base == "/" or directory.startswith(base + "/")):
-            log.warning("not deleting %s of %s: it is not a directory below the base path %s", directory, ap.id, base)
+        top = directory.split("/")[1] if directory != "/" else ""
+        if directory in ("/", base) or top == RESERVED_TOP_DIR or not _inside(directory, base):
+            log.warning("not deleting %s of %s: only a directory below the base path %s is deleted", directory,
+                        ap.id, base)
             return
         for other in self._access_points(ap.fs_id):
             if other.get("AccessPointId") == ap.id:
                 continue
             theirs = posixpath.normpath(str((other.get("RootDirectory") or {}).get("Path", "/")))
-            if theirs == directory or theirs.startswith(directory + "/"):
+            if _inside(theirs, directory):
                 log.info("keeping %s: access point %s still uses it", directory, other.get("AccessPointId"))
                 return
         with self._mounted_root(ap.fs_id) as root:
-            remove_tree(root / directory.lstrip("/"))
+            target = root / directory.lstrip("/")
+            if os.path.realpath(target) != os.path.join(os.path.realpath(root), directory.lstrip("/")):
+                log.warning("not deleting %s of %s: the path goes through a symbolic link", directory, ap.id)
+                return
+            remove_tree(target)
 
     @contextlib.contextmanager
     def _mounted_root(self, fs_id: str) -> Iterator[Path]:
@@ -308,6 +324,29 @@ class EfsProvider:
 
     def list_snapshots(self) -> list[Snapshot]:
         return []
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _reusable(found: AccessPoint, spec: AccessPointSpec) -> AccessPoint:
+    """reuseAccessPoint: the PVC's access point, if the StorageClass still describes it (as locally)."""
+    problems = []
+    if not _inside(found.directory, posixpath.normpath("/" + spec.base_path.lstrip("/"))):
+        problems.append(f"its directory {found.directory} is not under basePath {spec.base_path}")
+    if spec.gid is not None and found.gid != spec.gid:
+        problems.append(f"its gid {found.gid} is not the StorageClass gid {spec.gid}")
+    elif spec.gid is None and not spec.gid_range[0] <= found.gid <= spec.gid_range[1]:
+        problems.append(f"its gid {found.gid} is outside gidRange {spec.gid_range[0]}-{spec.gid_range[1]}")
+    if spec.uid is not None and found.uid != spec.uid:
+        problems.append(f"its uid {found.uid} is not the StorageClass uid {spec.uid}")
+    if problems:
+        raise AlreadyExists(
+            f"reuseAccessPoint found access point {found.id} for this PVC, but {'; '.join(problems)}: fix the "
+            "StorageClass, or delete that access point's volume"
+        )
+    return found
 
 
 def _filesystem(f: Obj) -> FileSystem:

@@ -6,7 +6,7 @@ import os
 import posixpath
 from typing import Any
 
-from elastivol.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable
+from elastivol.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from elastivol.providers.aws.awserrors import call
 from elastivol.providers.aws.efs import to_access_point
 from elastivol.providers.aws.mounter import Mounter, MountRequest
@@ -66,7 +66,7 @@ class EfsCatalog:
     def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint:
         try:
             found = call(self.efs, "DescribeAccessPoints", AccessPointId=ap_id).get("AccessPoints", [])
-        except (PermissionDenied, Unauthenticated, Unavailable):
+        except (PermissionDenied, Unauthenticated, Unavailable, InvalidArgument):
             return AccessPoint(id=ap_id, fs_id=fs_id, name="", directory="", uid=0, gid=0, perms=0, capacity_bytes=0)
         except NotFound:
             found = []

@@ -67,7 +67,8 @@ class FaultConfig:
     attach_conflicts: bool = True
     attachment_limit: int = 0  # block device mappings per instance, 0: none
     paginate: bool = True
-    errors: list[dict[str, Any]] = field(default_factory=list)  # {operation, code, message, status, times}
+    # {operation ("*": any), code, message, status, times (-1: always), after (matching attempts let through first)}
+    errors: list[dict[str, Any]] = field(default_factory=list)
     state_file: str = ""
 
     @classmethod
@@ -194,10 +195,11 @@ class FaultLayer:
         for i, rule in enumerate(self.cfg.errors):
             if rule.get("operation") not in (op, "*"):
                 continue
-            times = int(rule.get("times", -1))
-            if times >= 0 and self.rule_hits.get(i, 0) >= times:
+            seen = self.rule_hits.get(i, 0)
+            self.rule_hits[i] = seen + 1
+            after, times = int(rule.get("after", 0)), int(rule.get("times", -1))
+            if seen < after or (times >= 0 and seen >= after + times):
                 continue
-            self.rule_hits[i] = self.rule_hits.get(i, 0) + 1
             return error_response(protocol, str(rule["code"]), str(rule.get("message", "")), int(rule.get("status", 400)))
         return None
 

@@ -105,6 +105,7 @@ class RecordingMounter:
         with self._lock:
             self.records.append(entry)
             if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.log_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(entry) + "\n")
 

@@ -10,6 +10,7 @@ someone's data, and device names can be reused between a detach and the next att
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 from elastivol.errors import FailedPrecondition, NotFound
 from elastivol.node import fs as hostfs
 from elastivol.providers.aws.settings import AwsSettings
+
+log = logging.getLogger("elastivol.aws.nvme")
 
 BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
 
@@ -78,8 +81,16 @@ class EbsNodeProvider:
         return os.path.realpath(device)
 
     def find_device(self, volume_id: str) -> str | None:
+        """The volume's verified device, or None (also when the link leads to another volume's device:
+        unstage and stats must still work then; only attach_device refuses loudly)."""
         device = self._candidate(volume_id, "")
-        return self._verified(volume_id, device) if device is not None else None
+        if device is None:
+            return None
+        try:
+            return self._verified(volume_id, device)
+        except FailedPrecondition as exc:
+            log.warning("%s", exc.message)
+            return None
 
     # -- BlockNodeProvider ------------------------------------------------------------------
     def register_node(self, node_id: str, zone: str, max_volumes: int) -> None:

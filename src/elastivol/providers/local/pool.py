@@ -16,7 +16,9 @@ mounts it at POOL. What the kernel offers is probed, never assumed.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -170,8 +172,6 @@ def load_config(directory: Path, *, remount: bool = False) -> PoolConfig | None:
                 _mount_backing(image, directory, fs_type)
     if not path.exists():
         return None
-    import json
-
     try:
         payload = json.loads(path.read_bytes())
         data = payload["data"]
@@ -211,7 +211,7 @@ class Pool:
             return Health(False, f"pool {self.directory} is gone (is its filesystem unmounted?)")
         if self.config.backing_image and not mount.is_mountpoint(str(self.directory)):
             return Health(False, f"pool filesystem {self.config.backing_image} is not mounted at {self.directory}")
-        probe = self.directory / "locks" / ".probe"
+        probe = self.directory / "locks" / f".probe-{os.getpid()}-{threading.get_ident()}"
         try:
             with open(probe, "wb") as fh:
                 fh.write(b"ok")
