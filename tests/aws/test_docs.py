@@ -1,4 +1,4 @@
-"""docs/aws.md's IAM policies name exactly the actions the code calls (and the tags it needs)."""
+"""The README's IAM policies name exactly the actions the code calls (and the tags it needs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ROOT / "src" / "elastivol" / "providers" / "aws"
-DOC = ROOT / "docs" / "aws.md"
+DOC = ROOT / "README.md"
 _CALL = re.compile(r'(?:call\(\s*self\.(?:ec2|efs)\s*,\s*|pages\(\s*|_create\(\s*spec\s*,\s*)"([A-Z][A-Za-z]+)"')
 _METHOD = re.compile(r"self\.(?:ec2|efs)\.([a-z_]+)\(")
 

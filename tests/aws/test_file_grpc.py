@@ -16,17 +16,10 @@ from typing import Any
 import grpc
 import pytest
 
-from elastivol import ids
 from elastivol.client import volume_capability
 from elastivol.csi import csi_pb2
 from tests.aws.support import ZONE_A, AwsServer, FakeImds, Moto, start_server
 from tests.helpers import expect_error
-
-pytestmark = pytest.mark.skipif(
-    not (ids.is_filesystem_id("fs-1234abcd") and ids.is_access_point_id("fsap-1234abcd")),
-    reason="moto makes 8-hex EFS ids (legacy EFS ids are 8 hex too, e.g. seed 000's fs-4af69aab); needs the "
-    "elastivol/ids.py change in the aws report",
-)
 
 SEED_003 = {"provisioningMode": "efs-ap", "directoryPerms": "700", "gidRangeStart": "1000", "gidRangeEnd": "2000",
             "basePath": "/prod_airflow"}

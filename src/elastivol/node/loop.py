@@ -82,7 +82,9 @@ class LoopConfig(ctypes.Structure):
 
 
 # A wrong layout would make the kernel read garbage flags; fail at import instead.
-assert ctypes.sizeof(LoopInfo64) == 232 and ctypes.sizeof(LoopConfig) == 304
+if ctypes.sizeof(LoopInfo64) != 232 or ctypes.sizeof(LoopConfig) != 304:
+    # The ioctls read these structs by size; a mismatch would corrupt loop configuration.
+    raise ImportError("struct loop_info64/loop_config layout does not match the kernel ABI on this platform")
 
 
 @dataclass(frozen=True)

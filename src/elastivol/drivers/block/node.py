@@ -107,8 +107,11 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        require_text(request.staging_target_path, "staging_target_path")
         require(request.HasField("volume_capability"), "volume_capability")
+        if not request.staging_target_path:
+            # The spec's exception to "missing field → INVALID_ARGUMENT" for staging plugins.
+            raise FailedPrecondition("staging_target_path is required: this driver stages volumes before publishing")
+        require_text(request.staging_target_path, "staging_target_path")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
         target = str(self.guard.check(request.target_path))

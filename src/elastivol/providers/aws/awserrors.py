@@ -30,7 +30,7 @@ from elastivol.errors import (
 )
 
 IAM_PREFIX = {"ec2": "ec2", "efs": "elasticfilesystem", "sts": "sts", "kms": "kms"}
-DOCS = "docs/aws.md"
+DOCS = "the README's EKS section (IAM policy)"
 
 # Actions that an operation needs besides its own, because of what this driver sends with it.
 EXTRA_ACTIONS = {

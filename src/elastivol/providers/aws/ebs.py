@@ -237,7 +237,7 @@ class EbsProvider:
             key = f"KMS key {p.kms_key_id}" if p.kms_key_id else "the account's default EBS KMS key"
             reason = (
                 f"it is encrypted with {key}, and the usual cause is that the controller's role may not use that "
-                f"key: allow {KMS_ACTIONS} on it (in the key policy or the role's policy, see docs/aws.md)"
+                f"key: allow {KMS_ACTIONS} on it (in the key policy or the role's policy, see the README's EKS section)"
             )
         elif spec.source is not None:
             reason = f"it was created from {spec.source.kind} {spec.source.id}; check that it is usable and not shared from an account you cannot read"
@@ -250,7 +250,8 @@ class EbsProvider:
 
     # -- clones -----------------------------------------------------------------------------
     def _clone(self, spec: VolumeSpec) -> Volume:
-        assert spec.source is not None
+        if spec.source is None:  # narrows the type; cannot happen on this path
+            raise Internal("spec.source is missing where it was just set")
         source = self.view.volume(spec.source.id)
         if source is None:
             raise NotFound(f"source volume {spec.source.id} does not exist in EC2")
@@ -270,7 +271,8 @@ class EbsProvider:
         return self._clone_via_snapshot(spec)
 
     def _clone_via_snapshot(self, spec: VolumeSpec) -> Volume:
-        assert spec.source is not None
+        if spec.source is None:  # narrows the type; cannot happen on this path
+            raise Internal("spec.source is missing where it was just set")
         temp = self.snaps.find_by_tag(model.CLONE_FOR_TAG, spec.name)
         if temp is None:
             tags = {model.CLUSTER_TAG: self.cluster_id, model.CLONE_FOR_TAG: spec.name}

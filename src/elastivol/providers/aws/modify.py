@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from elastivol.errors import ElastivolError, Unavailable
+from elastivol.errors import ElastivolError, Internal, Unavailable
 
 
 @dataclass
@@ -50,7 +50,8 @@ class ModifyCoalescer:
             leader = group is None or group.closed
             if leader:
                 group = self._open[volume_id] = _Group()
-            assert group is not None
+            if group is None:  # narrows the type; cannot happen on this path
+                raise Internal("group is missing where it was just set")
             merge(group.changes, changes)
             group.members += 1
         if leader:

@@ -31,6 +31,7 @@ from elastivol.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     OutOfRange,
@@ -147,7 +148,8 @@ class LocalFileProvider:
                 self._finish(fs_rec, rec)
                 return access_point_from_record(rec)
         # A restore copies outside the lock (a tree copy may take a while), then moves it in.
-        assert snap is not None
+        if snap is None:  # narrows the type; cannot happen on this path
+            raise Internal("snap is missing where it was just set")
         file_snapshots.copy_for_restore(fs_rec, snap, rec)
         crashpoints.hit("accesspoint.after_copy")
         with self.registry.fs_lock(fs.id):

@@ -23,7 +23,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from elastivol import ids
-from elastivol.errors import AlreadyExists, Exhausted, FailedPrecondition, InUse, InvalidArgument, NotFound
+from elastivol.errors import (
+    AlreadyExists,
+    Exhausted,
+    FailedPrecondition,
+    Internal,
+    InUse,
+    InvalidArgument,
+    NotFound,
+)
 from elastivol.node.run import run
 from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.file import AccessPoint, FileSystem
@@ -180,7 +188,8 @@ class FileRegistry:
     def filesystem_record(self, fs_id: str) -> dict[str, Any]:
         self.get_filesystem(fs_id)
         rec = self.filesystems.get(fs_id)
-        assert rec is not None
+        if rec is None:  # narrows the type; cannot happen on this path
+            raise Internal("rec is missing where it was just set")
         return rec
 
     def list_filesystems(self) -> list[FileSystem]:
