@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from elastivol import ids
@@ -20,6 +19,7 @@ from elastivol.drivers.common import (
     topology,
     zone_of,
 )
+from elastivol.drivers.snapshots import SnapshotRpcs, snapshot_message
 from elastivol.errors import Exhausted, InvalidArgument, NotFound, OutOfRange
 from elastivol.locks import InFlight
 from elastivol.params.block import (
@@ -32,7 +32,7 @@ from elastivol.params.block import (
     size_limits_gib,
 )
 from elastivol.providers.block import BlockProvider, Volume, VolumeSpec
-from elastivol.providers.types import AccessMode, ContentSource, GiB, Snapshot, VolumeMode
+from elastivol.providers.types import AccessMode, ContentSource, GiB, VolumeMode
 
 FS_TYPES = ("ext4", "xfs", "ext3")
 DEFAULT_FS_TYPE = "ext4"
@@ -107,18 +107,6 @@ def content_source_message(source: ContentSource) -> csi_pb2.VolumeContentSource
     return csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source.id))
 
 
-def snapshot_message(snap: Snapshot) -> csi_pb2.Snapshot:
-    created = Timestamp()
-    created.FromNanoseconds(int(snap.created_at * 1e9))
-    return csi_pb2.Snapshot(
-        size_bytes=snap.size_bytes,
-        snapshot_id=snap.id,
-        source_volume_id=snap.source_volume_id,
-        creation_time=created,
-        ready_to_use=snap.ready,
-    )
-
-
 def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for key, value in parameters.items():
@@ -136,7 +124,9 @@ def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class BlockController(csi_pb2_grpc.ControllerServicer):
+class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+    provider: BlockProvider
+
     def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
         self.provider = provider
         self.inflight = inflight
@@ -388,26 +378,3 @@ class BlockController(csi_pb2_grpc.ControllerServicer):
         with self.inflight.hold(request.name, request.source_volume_id):
             snap = await in_thread(self.provider.create_snapshot, request.name, request.source_volume_id, tags)
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snap))
-
-    async def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteSnapshotResponse:
-        require_text(request.snapshot_id, "snapshot_id")
-        if ids.is_snapshot_id(request.snapshot_id):
-            with self.inflight.hold(request.snapshot_id):
-                await in_thread(self.provider.delete_snapshot, request.snapshot_id)
-        return csi_pb2.DeleteSnapshotResponse()
-
-    async def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListSnapshotsResponse:
-        if request.snapshot_id:
-            if not ids.is_snapshot_id(request.snapshot_id):
-                return csi_pb2.ListSnapshotsResponse()
-            try:
-                snaps = [await in_thread(self.provider.get_snapshot, request.snapshot_id)]
-            except NotFound:
-                return csi_pb2.ListSnapshotsResponse()
-        else:
-            snaps = await in_thread(self.provider.list_snapshots)
-        if request.source_volume_id:
-            snaps = [s for s in snaps if s.source_volume_id == request.source_volume_id]
-        page, token = paginate(snaps, lambda s: s.id, request.starting_token, request.max_entries, ids.is_snapshot_id)
-        entries = [csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(s)) for s in page]
-        return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=token)

@@ -21,6 +21,7 @@ from elastivol.drivers.common import (
     require,
     require_text,
 )
+from elastivol.drivers.snapshots import SnapshotRpcs, snapshot_message
 from elastivol.errors import InvalidArgument, NotFound, OutOfRange, Unimplemented
 from elastivol.locks import InFlight
 from elastivol.params.file import (
@@ -31,7 +32,7 @@ from elastivol.params.file import (
     parse_volume_handle,
 )
 from elastivol.providers.file import AccessPoint, FileProvider
-from elastivol.providers.types import GiB, Snapshot, VolumeMode
+from elastivol.providers.types import GiB, VolumeMode
 
 _RPC = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (
@@ -76,17 +77,6 @@ def volume_message(ap: AccessPoint, source: csi_pb2.VolumeContentSource | None =
     return msg
 
 
-def snapshot_message(snap: Snapshot) -> csi_pb2.Snapshot:
-    nanos = int(snap.created_at * 1e9)
-    return csi_pb2.Snapshot(
-        size_bytes=snap.size_bytes,
-        snapshot_id=snap.id,
-        source_volume_id=snap.source_volume_id,
-        creation_time={"seconds": nanos // 10**9, "nanos": nanos % 10**9},
-        ready_to_use=snap.ready,
-    )
-
-
 def capacity_bytes(rng: csi_pb2.CapacityRange, default: int) -> int:
     """The capacity to record (and, with enforceCapacity, to enforce): byte-exact, no rounding."""
     required, limit = rng.required_bytes, rng.limit_bytes
@@ -114,7 +104,9 @@ def _is_volume_token(token: str) -> bool:
         return False
 
 
-class FileController(csi_pb2_grpc.ControllerServicer):
+class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+    provider: FileProvider
+
     def __init__(self, provider: FileProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
         self.provider = provider
         self.inflight = inflight
@@ -275,26 +267,3 @@ class FileController(csi_pb2_grpc.ControllerServicer):
         with self.inflight.hold(request.name, request.source_volume_id):
             snap = await in_thread(self.provider.create_snapshot, request.name, handle.fs_id, handle.ap_id, {})
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snap))
-
-    async def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteSnapshotResponse:
-        require_text(request.snapshot_id, "snapshot_id")
-        if ids.is_snapshot_id(request.snapshot_id):
-            with self.inflight.hold(request.snapshot_id):
-                await in_thread(self.provider.delete_snapshot, request.snapshot_id)
-        return csi_pb2.DeleteSnapshotResponse()
-
-    async def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListSnapshotsResponse:
-        if request.snapshot_id:
-            if not ids.is_snapshot_id(request.snapshot_id):
-                return csi_pb2.ListSnapshotsResponse()
-            try:
-                snaps = [await in_thread(self.provider.get_snapshot, request.snapshot_id)]
-            except NotFound:
-                return csi_pb2.ListSnapshotsResponse()
-        else:
-            snaps = await in_thread(self.provider.list_snapshots)
-        if request.source_volume_id:
-            snaps = [s for s in snaps if s.source_volume_id == request.source_volume_id]
-        page, token = paginate(snaps, lambda s: s.id, request.starting_token, request.max_entries, ids.is_snapshot_id)
-        entries = [csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(s)) for s in page]
-        return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=token)
