@@ -105,12 +105,9 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
     from elastivol.providers.local.block import LocalBlockNode, LocalBlockProvider
     pool = Pool(Path(config.pool), overcommit_ratio=config.overcommit_ratio)
     pool.require_usable()
-    if not pool.config.reflink:
-        log.warning(
-            "pool %s has no reflink: snapshots and clones will be full copies (slow, O(size)); "
-            "run `elastivol pool init` on an empty directory to get an xfs or btrfs pool",
-            pool.directory,
-        )
+    notice = pool.health().notice
+    if notice:
+        log.warning(notice)
     inflight = InFlight(pool.lock_dir)
     services = Services(identity=Identity(BLOCK_DRIVER_NAME, pool.health, controller=config.controller))
     if config.controller:

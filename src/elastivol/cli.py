@@ -160,7 +160,9 @@ def pool() -> None:
 @click.option("--size", type=SIZE, default=None, help="Size of the pool filesystem image, when one is needed (default 20G).")
 @click.option("--fs", "fs_type", type=click.Choice(["xfs", "btrfs"]), default=None,
               help="Pool filesystem. Default: the directory's own if it has reflink, else xfs.")
-def pool_init(directory: Path, size: int | None, fs_type: str | None) -> None:
+@click.option("--in-place", is_flag=True,
+              help="Use the directory's own filesystem even without reflink (snapshots become full copies).")
+def pool_init(directory: Path, size: int | None, fs_type: str | None, in_place: bool) -> None:
     """Prepare DIRECTORY as a pool (idempotent).
 
     If the directory's filesystem has no reflink (needed for O(1) snapshots and clones),
@@ -169,7 +171,7 @@ def pool_init(directory: Path, size: int | None, fs_type: str | None) -> None:
     from elastivol.providers.local.pool import init_pool
 
     try:
-        config = init_pool(directory, size, fs_type)
+        config = init_pool(directory, size, fs_type, in_place=in_place)
     except ElastivolError as exc:
         _fail(exc)
     console.print(f"pool [bold]{directory}[/bold] ready: {config.fs_type}, reflink "

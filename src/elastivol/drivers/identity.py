@@ -55,4 +55,6 @@ class Identity(csi_pb2_grpc.IdentityServicer):
             # ProbeResponse has no reason field: carry it in trailing metadata and the log.
             log.warning("probe: not ready: %s", health.reason)
             context.set_trailing_metadata((("elastivol-not-ready-reason", health.reason.encode("ascii", "replace").decode()),))
+        elif health.notice:
+            context.set_trailing_metadata((("elastivol-notice", health.notice.encode("ascii", "replace").decode()),))
         return csi_pb2.ProbeResponse(ready=BoolValue(value=health.ready))

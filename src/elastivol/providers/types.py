@@ -42,6 +42,8 @@ class VolumeMode(Enum):
 class Health:
     ready: bool
     reason: str = ""
+    # Something a healthy plugin's operator should know (e.g. "no reflink: snapshots are full copies").
+    notice: str = ""
 
 
 @dataclass(frozen=True)

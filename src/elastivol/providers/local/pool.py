@@ -38,6 +38,10 @@ DEFAULT_POOL_SIZE = 20 * GiB
 POOL_FILESYSTEMS = ("xfs", "btrfs")
 # Chosen by measuring first writes into a sparse volume image on each (see README, Performance).
 DEFAULT_POOL_FS = "xfs"
+NO_REFLINK_NOTICE = (
+    "pool {pool} ({fs}) has no reflink: snapshots and clones are full sparse copies, O(size) "
+    "instead of O(1); `elastivol pool init` on an empty directory makes an xfs or btrfs pool"
+)
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,14 @@ def _mount_backing(image: Path, directory: Path, fs_type: str) -> None:
     mount.mount(dev.path, str(directory), fs_type, ())
 
 
-def init_pool(directory: Path, size_bytes: int | None = None, fs_type: str | None = None) -> PoolConfig:
-    """Prepare ``directory`` as a pool (idempotent). Returns what the pool is."""
+def init_pool(
+    directory: Path, size_bytes: int | None = None, fs_type: str | None = None, *, in_place: bool = False
+) -> PoolConfig:
+    """Prepare ``directory`` as a pool (idempotent). Returns what the pool is.
+
+    ``in_place`` keeps the directory's own filesystem even without reflink: snapshots and
+    clones then become full sparse copies, O(size) instead of O(1).
+    """
     if fs_type is not None and fs_type not in POOL_FILESYSTEMS:
         raise InvalidArgument(f"--fs {fs_type!r} is not supported for pools; choose one of {POOL_FILESYSTEMS}")
     directory = directory.absolute()
@@ -119,9 +129,13 @@ def init_pool(directory: Path, size_bytes: int | None = None, fs_type: str | Non
         return existing
     here_fs = _probe_fs_type(directory)
     here_reflink = hostcopy.reflink_supported(directory)
-    wanted = fs_type or (here_fs if here_reflink and here_fs in POOL_FILESYSTEMS else DEFAULT_POOL_FS)
+    if in_place and fs_type is not None and fs_type != here_fs:
+        raise InvalidArgument(f"--in-place keeps {directory}'s own filesystem ({here_fs}); it cannot also be --fs {fs_type}")
+    wanted = here_fs if in_place else (
+        fs_type or (here_fs if here_reflink and here_fs in POOL_FILESYSTEMS else DEFAULT_POOL_FS)
+    )
     backing = ""
-    if not (here_reflink and here_fs == wanted):
+    if not in_place and not (here_reflink and here_fs == wanted):
         if any(directory.iterdir()):
             raise FailedPrecondition(
                 f"{directory} is on {here_fs} (reflink: {'yes' if here_reflink else 'no'}) and is not empty, "
@@ -218,6 +232,8 @@ class Pool:
             probe.unlink()
         except OSError as exc:
             return Health(False, f"pool {self.directory} is not writable: {exc.strerror}")
+        if not self.config.reflink:
+            return Health(True, notice=NO_REFLINK_NOTICE.format(pool=self.directory, fs=self.config.fs_type))
         return Health(True)
 
     def usage(self) -> PoolUsage:
