@@ -108,6 +108,9 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
     notice = pool.health().notice
     if notice:
         log.warning(notice)
+    from elastivol.recovery import reconcile
+
+    reconcile(pool, controller=config.controller, node=config.node)
     inflight = InFlight(pool.lock_dir)
     services = Services(identity=Identity(BLOCK_DRIVER_NAME, pool.health, controller=config.controller))
     if config.controller:

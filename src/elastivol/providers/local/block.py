@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -157,6 +158,10 @@ class LocalBlockProvider:
                 f"pool {self.pool.directory} cannot hold {spec.size_bytes} more bytes (it can promise "
                 f"{available}); free space, grow the pool, or set --overcommit-ratio"
             )
+        with self.pool.operation():
+            return self._create(spec, source_image)
+
+    def _create(self, spec: VolumeSpec, source_image: tuple[Path, int, str] | None) -> Volume:
         volume_id = ids.new_id("vol")
         image = self.pool.image_path(volume_id)
         consistency = self._make_image(image, spec, source_image)
@@ -178,7 +183,17 @@ class LocalBlockProvider:
             rec["source_kind"] = spec.source.kind
             rec["source_id"] = spec.source.id
             rec["source_consistency"] = consistency
-        self.pool.volumes.put(volume_id, rec)
+        try:
+            self.pool.volumes.put(volume_id, rec)
+        except OSError as exc:
+            # No record, no volume: take the image back rather than leave an orphan.
+            image.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise Exhausted(
+                    f"pool {self.pool.directory} ran out of space while recording {spec.name!r}; "
+                    "nothing was kept: free space or grow the pool, then retry"
+                ) from exc
+            raise
         return _volume_from_record(rec, image)
 
     def _same_or_conflict(self, rec: dict[str, Any], spec: VolumeSpec) -> Volume:
@@ -240,8 +255,24 @@ class LocalBlockProvider:
         return str(rec.get("source_mode", "filesystem"))
 
     def _make_image(self, image: Path, spec: VolumeSpec, source: tuple[Path, int, str] | None) -> str:
+        """Make the volume's image; on any failure nothing of it is left in the pool."""
+        tmp = image.with_name(image.name + ".partial")
+        try:
+            consistency = self._write_image(tmp, spec, source)
+            os.replace(tmp, image)
+            hostcopy.fsync_dir(image.parent)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise Exhausted(
+                    f"pool {self.pool.directory} ran out of space while making the image of {spec.name!r} "
+                    f"({exc.strerror}); nothing was kept: free space or grow the pool, then retry"
+                ) from exc
+            raise
+        return consistency
+
+    def _write_image(self, tmp: Path, spec: VolumeSpec, source: tuple[Path, int, str] | None) -> str:
         if source is None:
-            tmp = image.with_name(image.name + ".partial")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.ftruncate(fd, spec.size_bytes)
@@ -253,14 +284,12 @@ class LocalBlockProvider:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, image)
-            hostcopy.fsync_dir(image.parent)
             return ""
         src_path, _size, freeze_at = source
         with self._frozen(freeze_at) as consistency:
-            hostcopy.clone_file(str(src_path), str(image))
-        if spec.size_bytes > os.stat(image).st_size:
-            os.truncate(image, spec.size_bytes)
+            hostcopy.clone_file(str(src_path), str(tmp))
+        if spec.size_bytes > os.stat(tmp).st_size:
+            os.truncate(tmp, spec.size_bytes)
         return consistency
 
     @contextlib.contextmanager
@@ -299,11 +328,12 @@ class LocalBlockProvider:
             raise InUse(
                 f"volume {volume_id} is still in use by a loop device on this host: unstage it on its node first"
             )
-        rec["state"] = "deleting"
-        self.pool.volumes.put(volume_id, rec)
-        image.unlink(missing_ok=True)
-        crashpoints.hit("delete.after_image")
-        self.pool.volumes.delete(volume_id)
+        with self.pool.operation():
+            rec["state"] = "deleting"
+            self.pool.volumes.put(volume_id, rec)
+            image.unlink(missing_ok=True)
+            crashpoints.hit("delete.after_image")
+            self.pool.volumes.delete(volume_id)
 
     # -- attachments -------------------------------------------------------------------------
     def attach(self, volume_id: str, node_id: str, readonly: bool) -> dict[str, str]:
@@ -430,13 +460,14 @@ class LocalBlockProvider:
             "state": "creating",
             "tags": tags,
         }
-        self.pool.snapshots.put(snapshot_id, rec)
-        target = self.pool.snapshot_path(snapshot_id)
-        with self._frozen(self._staged_mountpoint(image)) as consistency:
-            method = hostcopy.clone_file(str(image), str(target))
-        crashpoints.hit("snapshot.after_copy")
-        rec.update(state="ready", consistency=consistency, method=method)
-        self.pool.snapshots.put(snapshot_id, rec)
+        with self.pool.operation():
+            self.pool.snapshots.put(snapshot_id, rec)
+            target = self.pool.snapshot_path(snapshot_id)
+            with self._frozen(self._staged_mountpoint(image)) as consistency:
+                method = hostcopy.clone_file(str(image), str(target))
+            crashpoints.hit("snapshot.after_copy")
+            rec.update(state="ready", consistency=consistency, method=method)
+            self.pool.snapshots.put(snapshot_id, rec)
         return _snapshot_from_record(rec)
 
     def delete_snapshot(self, snapshot_id: str) -> None:

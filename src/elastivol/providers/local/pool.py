@@ -16,10 +16,13 @@ mounts it at POOL. What the kernel offers is probed, never assumed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from elastivol.providers.types import GiB, Health
 from elastivol.store import RecordStore, atomic_write_json
 
 POOL_FILE = "pool.json"
+OPERATIONS_LOCK = "pool-operations.lock"
 POOL_SCHEMA = 1
 DEFAULT_POOL_SIZE = 20 * GiB
 POOL_FILESYSTEMS = ("xfs", "btrfs")
@@ -214,6 +218,35 @@ class Pool:
         self.snapshots = RecordStore(meta / "snapshots", "snapshot", ids.is_snapshot_id)
         self.nodes = RecordStore(meta / "nodes", "node", ids.is_node_id)
 
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """Mark a multi-step change of the pool as in progress (a shared flock).
+
+        Start-up recovery and ``doctor --fix`` sweep half-made objects only while they can take
+        this lock exclusively, so they never mistake another process's running create for the
+        leftover of a crash. The kernel drops the lock when its holder dies.
+        """
+        fd = os.open(self.lock_dir / OPERATIONS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def quiesced(self) -> Iterator[bool]:
+        """Yield True when no process is in the middle of an :meth:`operation` (and none can start)."""
+        fd = os.open(self.lock_dir / OPERATIONS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def image_path(self, volume_id: str) -> Path:
         return self.images / f"{volume_id}.img"
 
@@ -245,7 +278,10 @@ class Pool:
                 for entry in entries:
                     if not entry.name.endswith(".img"):
                         continue
-                    st = entry.stat()
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue  # deleted by a concurrent DeleteVolume/DeleteSnapshot since the scan
                     provisioned += st.st_size
                     allocated += min(st.st_blocks * 512, st.st_size)
                     if folder is self.images:

@@ -1,0 +1,89 @@
+"""Run benchmarks by name, print their tables, write their JSON."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from bench.core import PROFILES, Result, print_result
+
+# name → module (each has run(profile) -> Result), in the issue's order.
+BENCHMARKS = {
+    "lifecycle": "bench.lifecycle",
+    "snapshots": "bench.snapshots",
+    "datapath": "bench.datapath",
+    "scale": "bench.scale",
+    "file": "bench.filevol",
+    "aws": "bench.aws",
+}
+
+
+def available() -> list[str]:
+    out = []
+    for name, mod in BENCHMARKS.items():
+        try:
+            importlib.util.find_spec(mod)  # type: ignore[attr-defined]
+        except ModuleNotFoundError:
+            continue
+        if importlib.util.find_spec(mod) is not None:  # type: ignore[attr-defined]
+            out.append(name)
+    return out
+
+
+def run_benchmarks(names: Sequence[str], profile: str, console: Console) -> list[Result]:
+    results: list[Result] = []
+    for name in names:
+        mod = importlib.import_module(BENCHMARKS[name])
+        console.rule(f"[bold]{name}[/bold] ({profile})")
+        t0 = time.perf_counter()
+        result: Result = mod.run(profile)
+        result.seconds = time.perf_counter() - t0
+        path = result.write()
+        print_result(console, result)
+        console.print(f"  json: {path}")
+        results.append(result)
+    return results
+
+
+def summary(console: Console, results: Sequence[Result]) -> int:
+    missed = [(r.name, t) for r in results for t in r.targets if not t.met]
+    total = sum(len(r.targets) for r in results)
+    console.print(f"\n[bold]targets:[/bold] {total - len(missed)} of {total} met")
+    for name, t in missed:
+        console.print(f"  [red]missed[/red] {name}: {t.name} = {t.value:.3g}{t.unit} (goal {t.op} {t.threshold:g})")
+    return len(missed)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions (< 3 min)")
+    group.add_argument("--smoke", action="store_true", help="the tiniest profile (CI: output shape only)")
+    args = parser.parse_args(list(argv))
+    return run_cli(args.names, "smoke" if args.smoke else "quick" if args.quick else "full")
+
+
+def run_cli(names: Sequence[str], profile: str) -> int:
+    assert profile in PROFILES
+    console = Console(width=int(os.environ.get("COLUMNS", "130")))
+    have = available()
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        console.print(f"[red]unknown benchmark(s):[/red] {', '.join(unknown)}; choose from {', '.join(have)}")
+        return 2
+    missing = [n for n in names if n not in have]
+    if missing:
+        console.print(f"[red]not built yet:[/red] {', '.join(missing)}")
+        return 2
+    if os.geteuid() != 0:
+        console.print("[red]the benchmarks attach loop devices and mount filesystems: run them as root[/red]")
+        return 1
+    results = run_benchmarks(list(names) or have, profile, console)
+    summary(console, results)
+    return 0

@@ -1,0 +1,212 @@
+"""Start-up reconciliation of a local block pool, and the findings `elastivol doctor` reports.
+
+A process killed mid-operation leaves one of a few known shapes on disk: an image without its
+record (create died after the image), a ``.partial`` image, a record marked ``deleting`` (delete
+died between the image and the record), a snapshot record still ``creating``, an image of a
+snapshot without a record, a metadata temp file, a loop device whose volume is gone. Each shape
+is a :class:`Finding` that says what it is, what to run and, when the repair is safe, how to make
+it. The server applies the safe repairs at start-up; ``doctor --fix`` applies them on demand.
+
+Pool-wide sweeps run only while :meth:`Pool.quiesced` holds: another process's create in flight
+looks exactly like a crashed one, and its shared lock is what tells them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elastivol import ids
+from elastivol.node import loop, mount
+from elastivol.providers.local.pool import Pool
+
+log = logging.getLogger("elastivol.recovery")
+
+Fix = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    subject: str
+    detail: str
+    remedy: str
+    fix: Fix | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def safe(self) -> bool:
+        return self.fix is not None
+
+
+def _unlink(path: Path) -> Fix:
+    return lambda: path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _loop_users(device: str) -> list[str]:
+    return [m.target for m in mount.find_by_source(device)]
+
+
+def scan_pool(pool: Pool) -> list[Finding]:
+    """Half-made and half-deleted objects in the pool's images and metadata."""
+    out: list[Finding] = []
+    where = f"--pool {pool.directory}"
+    records = {r["id"]: r for r in pool.volumes.all()}
+    snapshots = {r["id"]: r for r in pool.snapshots.all()}
+    for entry in sorted(pool.images.iterdir()):
+        name = entry.name
+        if ".img.partial" in name:
+            out.append(Finding("partial-image", str(entry), "an image a create never finished",
+                               f"elastivol doctor {where} --fix (or rm {entry})", _unlink(entry)))
+            continue
+        volume_id = name.removesuffix(".img")
+        if not name.endswith(".img") or not ids.is_volume_id(volume_id):
+            out.append(Finding("stray-file", str(entry), "a file that is not a volume image",
+                               f"inspect and remove {entry} by hand"))
+            continue
+        if volume_id not in records and not loop.find(entry):
+            out.append(Finding("orphan-image", str(entry),
+                               f"image of {volume_id} has no metadata record (a create died before writing it)",
+                               f"elastivol doctor {where} --fix (or rm {entry})", _unlink(entry)))
+    for volume_id, rec in sorted(records.items()):
+        image = pool.image_path(volume_id)
+        if rec.get("state") == "deleting":
+            fix = None if loop.find(image) else _finish_delete(pool, volume_id)
+            out.append(Finding("half-deleted-volume", volume_id, "a delete died between the image and the record",
+                               f"elastivol doctor {where} --fix, or DeleteVolume {volume_id} again", fix))
+        elif not image.exists():
+            out.append(Finding("missing-image", volume_id, f"volume record without its image {image}",
+                               f"restore {image} from a backup, or DeleteVolume {volume_id}"))
+    for snapshot_id, rec in sorted(snapshots.items()):
+        if rec.get("state") != "ready":
+            out.append(Finding("half-made-snapshot", snapshot_id, "a snapshot whose copy never finished",
+                               f"elastivol doctor {where} --fix, or CreateSnapshot {rec.get('name')!r} again",
+                               _drop_snapshot(pool, snapshot_id)))
+    for entry in sorted(pool.snapshot_images.iterdir()):
+        if ".img.partial" in entry.name:
+            out.append(Finding("partial-image", str(entry), "a snapshot copy that never finished",
+                               f"elastivol doctor {where} --fix (or rm {entry})", _unlink(entry)))
+            continue
+        snapshot_id = entry.name.removesuffix(".img")
+        if ids.is_snapshot_id(snapshot_id) and snapshot_id not in snapshots:
+            out.append(Finding("orphan-snapshot-image", str(entry), "snapshot image without a record",
+                               f"elastivol doctor {where} --fix (or rm {entry})", _unlink(entry)))
+    for store in (pool.volumes, pool.snapshots, pool.nodes):
+        out += _temp_files(store.directory)
+        for problem in store.problems:
+            out.append(Finding("bad-metadata", problem.path, problem.reason,
+                               f"elastivol doctor {where} --fix moves it to {pool.directory / 'quarantine'}",
+                               _quarantine(pool, Path(problem.path))))
+    return out
+
+
+def _temp_files(directory: Path) -> list[Finding]:
+    out = []
+    for entry in sorted(directory.glob(".*.tmp")):
+        parts = entry.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else 0
+        if pid and _pid_alive(pid):
+            continue
+        out.append(Finding("stale-temp-record", str(entry), "a metadata write that died before its rename",
+                           f"rm {entry}", _unlink(entry)))
+    return out
+
+
+def _finish_delete(pool: Pool, volume_id: str) -> Fix:
+    def fix() -> None:
+        pool.image_path(volume_id).unlink(missing_ok=True)
+        pool.volumes.delete(volume_id)
+    return fix
+
+
+def _drop_snapshot(pool: Pool, snapshot_id: str) -> Fix:
+    def fix() -> None:
+        pool.snapshot_path(snapshot_id).unlink(missing_ok=True)
+        pool.snapshots.delete(snapshot_id)
+    return fix
+
+
+def _quarantine(pool: Pool, path: Path) -> Fix:
+    def fix() -> None:
+        target = pool.directory / "quarantine"
+        target.mkdir(exist_ok=True)
+        os.replace(path, target / f"{path.parent.name}-{path.name}")
+    return fix
+
+
+def scan_loops(pool: Pool) -> list[Finding]:
+    """Loop devices over pool images whose volume is gone (deleted image or record)."""
+    out = []
+    prefix = str(pool.images) + "/"
+    for dev in loop.list_all():
+        if not dev.backing_file.startswith(prefix):
+            continue
+        volume_id = Path(dev.backing_file).name.removesuffix(".img")
+        gone = dev.deleted or not ids.is_volume_id(volume_id) or pool.volumes.get(volume_id) is None
+        if not gone:
+            continue
+        users = _loop_users(dev.path)
+        fix = None if users else _detach(dev.path)
+        remedy = f"losetup -d {dev.path}" if not users else f"umount {' '.join(users)}, then losetup -d {dev.path}"
+        out.append(Finding("loop-without-volume", dev.path, f"loop device over {dev.backing_file}, whose volume is gone",
+                           remedy, fix))
+    return out
+
+
+def _detach(device: str) -> Fix:
+    def fix() -> None:
+        loop.detach(device)
+    return fix
+
+
+def apply(findings: list[Finding]) -> list[str]:
+    """Make every safe repair; returns what was repaired (failures are logged and skipped)."""
+    done = []
+    for finding in findings:
+        if finding.fix is None:
+            continue
+        try:
+            finding.fix()
+        except Exception as exc:  # one stuck object must not stop the others' repair
+            log.warning("could not repair %s %s: %s", finding.kind, finding.subject, exc)
+            continue
+        done.append(f"{finding.kind} {finding.subject}: repaired ({finding.detail})")
+    return done
+
+
+def reconcile(pool: Pool, *, controller: bool, node: bool) -> list[str]:
+    """What a starting server repairs. Logs each repair and each finding it leaves alone."""
+    findings: list[Finding] = []
+    if controller:
+        with pool.quiesced() as alone:
+            if alone:
+                findings = scan_pool(pool)
+                repaired = apply(findings)
+            else:
+                log.info("another process is changing pool %s: start-up sweep skipped", pool.directory)
+                repaired = []
+    else:
+        repaired = []
+    if node:
+        loops = scan_loops(pool)
+        findings += loops
+        repaired += apply(loops)
+    for line in repaired:
+        log.warning("start-up recovery: %s", line)
+    for finding in findings:
+        if finding.fix is None:
+            log.warning("start-up recovery left %s %s: %s; %s", finding.kind, finding.subject, finding.detail,
+                        finding.remedy)
+    return repaired
