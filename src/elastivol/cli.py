@@ -261,15 +261,31 @@ def volume_show(volume_id: str, pool_dir: Path) -> None:
 # -- demo ------------------------------------------------------------------------------------
 @main.command()
 @click.option("--dir", "work_dir", type=click.Path(path_type=Path), default=None,
-              help="Where the demo keeps its pool and sockets (default: a temporary directory).")
-@click.option("--keep", is_flag=True, help="Leave the pool behind for inspection.")
-def demo(work_dir: Path | None, keep: bool) -> None:
-    """Run the block-volume lifecycle end to end through the real CSI socket and show each step."""
-    from elastivol.demo import run_demo
+              help="Where the demo keeps its lab and manifests (default: a temporary directory).")
+@click.option("--keep", is_flag=True, help="Keep the manifests (and, with --raw-csi, the pool) for inspection.")
+@click.option("--raw-csi", is_flag=True,
+              help="Instead: the bare CSI lifecycle (ext4, xfs, raw block) straight through the socket, no lab.")
+def demo(work_dir: Path | None, keep: bool, raw_csi: bool) -> None:
+    """The seeds' walkthrough end to end in a 3-node lab, step by step, with a summary.
 
+    \b
+    1. bring up the lab (real plugin processes on their own sockets)
+    2. gp3 StorageClass, 4Gi PVC, a pod appending `date` to /data/out.txt; the PV's zone affinity
+    3. grow to 10Gi while the pod writes; df inside the pod
+    4. VolumeSnapshot, delete pod and PVC, restore into a new PVC; the old lines are there
+    5. a shared efs-ap StorageClass: two pods in two zones read each other's files
+    6. a ReadWriteMany PVC on gp3 fails, with the event
+    7. tear down, leaving nothing behind
+    """
     if os.geteuid() != 0:
         err_console.print("[red]error:[/red] the demo attaches loop devices and mounts filesystems: run it as root")
         sys.exit(1)
+    if raw_csi:
+        from elastivol.demo import run_demo as run_raw
+
+        sys.exit(run_raw(work_dir, keep=keep, console=console))
+    from elastivol.lab.walkthrough import run_demo
+
     sys.exit(run_demo(work_dir, keep=keep, console=console))
 
 

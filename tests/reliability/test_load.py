@@ -24,12 +24,6 @@ COUNT = int(os.environ.get("ELASTIVOL_LOAD_COUNT", "500"))
 CONCURRENCY = 16
 MiB = 1 << 20
 ABORTED_RETRIES: Counter[str] = Counter()
-# A real bug this test found: node/loop.py's _read_sys lets ENODEV escape when a loop device is
-# torn down while another thread scans sysfs, so a concurrent NodeUnstageVolume fails INTERNAL.
-# The fix (catch ENODEV/ENXIO there) belongs to node/loop.py's owner; until it lands, that one
-# signature is retried like ABORTED and counted, and every other error still fails the test.
-KNOWN_BUG = "Errno 19] No such device"
-KNOWN_BUG_RETRIES: Counter[str] = Counter()
 
 
 def _rss(pid: int) -> int:
@@ -45,9 +39,6 @@ def _retrying(step: str, fn: Callable[[], object]) -> None:
             fn()
             return
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.INTERNAL and KNOWN_BUG in (exc.details() or ""):
-                KNOWN_BUG_RETRIES[step] += 1
-                continue
             if exc.code() != grpc.StatusCode.ABORTED:
                 raise AssertionError(f"{step}: {exc.code().name}: {exc.details()}") from None
             ABORTED_RETRIES[step] += 1
@@ -85,8 +76,7 @@ def test_load(rel_pool: Path, server_factory: ServerFactory) -> None:
     server = server_factory("load", extra=("--overcommit-ratio", "4")).start()
     throughput, growth = run_load(server, rel_pool.parent, COUNT)
     print(f"\nload: {COUNT} lifecycles at concurrency {CONCURRENCY}: {throughput:.2f} lifecycles/s, "
-          f"server RSS grew {growth / MiB:.1f} MiB, ABORTED retries {dict(ABORTED_RETRIES)}, "
-          f"ENODEV (loop.py bug) retries {dict(KNOWN_BUG_RETRIES)}")
+          f"server RSS grew {growth / MiB:.1f} MiB, ABORTED retries {dict(ABORTED_RETRIES)}")
     assert growth <= 50 * MiB
     assert server.proc is not None and server.proc.poll() is None
     assert all_clean(rel_pool) == []

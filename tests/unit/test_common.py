@@ -5,7 +5,7 @@ import pytest
 
 from elastivol import errors
 from elastivol.csi import csi_pb2
-from elastivol.drivers.common import choose_zone, paginate
+from elastivol.drivers.common import choose_zone, paginate, require_text
 from elastivol.grpc_errors import status_for
 from elastivol.units import parse_size
 
@@ -38,6 +38,17 @@ def test_pagination_survives_deletes_and_rejects_garbage() -> None:
     assert page2 == items[4:7] and token2 == ""
     with pytest.raises(errors.Aborted):
         paginate(items, str, "nope", 3, lambda t: t.startswith("vol-"))
+
+
+def test_nul_is_refused_in_names_and_paths_but_not_in_ids() -> None:
+    # A NUL id is left to the callers' exact id checks, which answer "unknown" (NOT_FOUND, or OK to a delete).
+    for field in ("volume_id", "node_id", "snapshot_id", "source_volume_id"):
+        require_text("vol-\x00", field)
+    for field in ("name", "target_path", "staging_target_path", "volume_path"):
+        with pytest.raises(errors.InvalidArgument, match=f"^{field} contains a NUL byte .at character 1."):
+            require_text("a\x00b", field)
+    with pytest.raises(errors.InvalidArgument, match="volume_id is required"):
+        require_text("", "volume_id")
 
 
 @pytest.mark.parametrize(

@@ -37,9 +37,17 @@ def require(value: Any, field: str) -> None:
 
 
 def require_text(value: str, field: str, *, max_len: int = 4096) -> None:
+    """A required string field: present, not too long and, unless it is an id, free of NUL bytes.
+
+    An id field (``volume_id``, ``node_id``, ``snapshot_id``...) with a NUL byte is let through:
+    every caller matches ids against their exact format (elastivol.ids, parse_volume_handle)
+    before using them, so such an id is simply unknown (NOT_FOUND, or OK for the deletes), as
+    the CSI spec asks of any malformed id. Names and paths with a NUL byte are refused here.
+    """
     require(value, field)
-    if "\x00" in value:
-        raise InvalidArgument(f"{field} must not contain NUL bytes")
+    if not field.endswith("_id") and "\x00" in value:
+        at = value.index("\x00")
+        raise InvalidArgument(f"{field} contains a NUL byte (at character {at}): names and paths cannot contain NUL")
     if len(value) > max_len:
         raise InvalidArgument(f"{field} is {len(value)} characters long; at most {max_len} are accepted")
 

@@ -124,12 +124,21 @@ class LoopStatus:
 
 
 # -- reading state from sysfs ------------------------------------------------------------------
+# A device can be detached (or removed) by another thread or process while we read it. Its
+# attribute is then gone (ENOENT), or kernfs refuses it because its node is being removed
+# under an open file (ENODEV), or the device is going away (ENXIO): all mean "not there".
+_VANISHED = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
+
+
 def _read_sys(path: str) -> str | None:
+    """A sysfs attribute's text; None when it (or its device) is not there, even mid-read."""
     try:
         with open(path, "rb") as fh:
             return os.fsdecode(fh.read()).removesuffix("\n")
-    except FileNotFoundError:
-        return None
+    except OSError as exc:
+        if exc.errno in _VANISHED:
+            return None
+        raise
 
 
 def _numbers() -> Iterator[int]:
@@ -148,25 +157,34 @@ def _backing(number: int) -> tuple[str, bool] | None:
     return text, False
 
 
-def _device(number: int, backing: str, deleted: bool) -> LoopDevice:
+def _device(number: int, backing: str, deleted: bool) -> LoopDevice | None:
+    """``loopN`` as attached to ``backing``, or None when it was detached since that was read."""
     base = f"{_SYS_BLOCK}/loop{number}"
+    ro = _read_sys(f"{base}/ro")
+    # loop/ (and its dio) exists exactly while a file is attached.
+    dio = _read_sys(f"{base}/loop/dio")
+    if ro is None or dio is None:
+        return None
     return LoopDevice(
         path=f"/dev/loop{number}",
         number=number,
         backing_file=backing,
-        read_only=_read_sys(f"{base}/ro") == "1",
-        direct_io=_read_sys(f"{base}/loop/dio") == "1",
+        read_only=ro == "1",
+        direct_io=dio == "1",
         deleted=deleted,
     )
 
 
 def list_all() -> list[LoopDevice]:
-    """Every attached loop device on the host, by number."""
+    """Every attached loop device on the host, by number (one detached mid-scan is left out)."""
     out = []
     for number in sorted(_numbers()):
         found = _backing(number)
-        if found is not None:
-            out.append(_device(number, *found))
+        if found is None:
+            continue
+        dev = _device(number, *found)
+        if dev is not None:
+            out.append(dev)
     return out
 
 
@@ -193,7 +211,9 @@ def find(image: str | os.PathLike[str]) -> list[LoopDevice]:
                 exists = os.path.lexists(wanted)
             if exists:
                 continue
-        out.append(_device(number, backing, deleted))
+        dev = _device(number, backing, deleted)
+        if dev is not None:
+            out.append(dev)
     return out
 
 

@@ -1,0 +1,100 @@
+"""A lab container: a host process in its own mount and UTS namespaces, with its volumes bound in.
+
+Run as ``python -m elastivol.lab.container SPEC.json``. It unshares, makes every mount a slave of the
+host's (nothing it binds leaks out; the host's unmounts reach in), sets the hostname to the pod's name, binds each volume at its
+mountPath (read-only where asked), then runs the command as its child and records the exit code in
+the file the kubelet watches. It imports nothing heavy: it starts once per container.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    _check(_libc.mount(source.encode() if source else None, target.encode(), None, flags, None), f"mount {target}")
+
+
+def setup(spec: dict[str, object]) -> None:
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+    # Slave, not private: unmounts on the host (a volume unstaged for another pod) reach this
+    # namespace too, so it never pins a loop device it does not use; its own binds stay here.
+    _mount(None, "/", MS_REC | MS_SLAVE)
+    hostname = str(spec["hostname"]).encode()
+    _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
+    for m in spec.get("mounts") or []:  # type: ignore[attr-defined]
+        source, target = m["source"], m["target"]
+        _mount(source, target, MS_BIND)
+        if m.get("readonly"):
+            _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def main() -> int:
+    with open(sys.argv[1]) as fh:
+        spec = json.load(fh)
+    exit_file = spec["exit_file"]
+    try:
+        setup(spec)
+    except OSError as exc:
+        print(f"lab: cannot set up the container: {exc}", file=sys.stderr, flush=True)
+        _record(exit_file, 128)
+        return 128
+    child = os.fork()
+    if child == 0:
+        try:
+            os.chdir(spec.get("workingDir") or "/")
+            os.execvpe(spec["command"][0], spec["command"], {**spec["env"]})
+        except OSError as exc:
+            print(f'lab: exec "{spec["command"][0]}" failed: {exc.strerror}', file=sys.stderr, flush=True)
+            os._exit(127)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        try:
+            _pid, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell reports it
+    _record(exit_file, code)
+    return code
+
+
+def _record(path: str, code: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(str(code))
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
