@@ -22,6 +22,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -43,11 +44,40 @@ def setup(spec: dict[str, object]) -> None:
     _mount(None, "/", MS_REC | MS_SLAVE)
     hostname = str(spec["hostname"]).encode()
     _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
+    ours = set()
     for m in spec.get("mounts") or []:  # type: ignore[attr-defined]
         source, target = m["source"], m["target"]
         _mount(source, target, MS_BIND)
         if m.get("readonly"):
             _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        ours.add(os.path.realpath(target))
+    drop_foreign_mounts(ours)
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def drop_foreign_mounts(keep: set[str]) -> None:
+    """Detach the copies of loop-backed mounts this container did not ask for.
+
+    unshare copied every mount of the host, including other volumes' and the pools'. Held here,
+    they would keep those loop devices busy after the host unmounts them, so that nobody could
+    unstage or detach them while this container lives. A container needs only its own volumes.
+    """
+    with open("/proc/self/mountinfo") as fh:
+        lines = fh.read().splitlines()
+    targets = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2:
+            continue
+        point, source = _unescape(fields[4]), tail[1]
+        if source.startswith("/dev/loop") and point not in keep and point != "/":
+            targets.append(point)
+    for point in sorted(set(targets), key=len, reverse=True):
+        _libc.umount2(point.encode(), MNT_DETACH)  # best effort: a mount already gone is fine
 
 
 def main() -> int:
