@@ -3,26 +3,23 @@
 Run as ``python -m elastivol.lab.container SPEC.json``. It unshares, makes every mount a slave of the
 host's (nothing it binds leaks out; the host's unmounts reach in), sets the hostname to the pod's name, binds each volume at its
 mountPath (read-only where asked), then runs the command as its child and records the exit code in
-the file the kubelet watches. It imports nothing heavy: it starts once per container.
+the file the kubelet watches. It imports only the host layer's syscall wrappers: it starts once per container.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import signal
 import sys
 
+from elastivol.node import _sys
+from elastivol.node.mount import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
-MS_RDONLY = 1
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -33,23 +30,19 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(source: str | None, target: str, flags: int) -> None:
-    _check(_libc.mount(source.encode() if source else None, target.encode(), None, flags, None), f"mount {target}")
-
-
 def setup(spec: dict[str, object]) -> None:
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
     # Slave, not private: unmounts on the host (a volume unstaged for another pod) reach this
     # namespace too, so it never pins a loop device it does not use; its own binds stay here.
-    _mount(None, "/", MS_REC | MS_SLAVE)
+    _sys.mount(None, "/", None, MS_REC | MS_SLAVE, None)
     hostname = str(spec["hostname"]).encode()
     _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
     ours = set()
     for m in spec.get("mounts") or []:  # type: ignore[attr-defined]
         source, target = m["source"], m["target"]
-        _mount(source, target, MS_BIND)
+        _sys.mount(source, target, None, MS_BIND, None)
         if m.get("readonly"):
-            _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            _sys.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
         ours.add(os.path.realpath(target))
     drop_foreign_mounts(ours)
 
@@ -77,7 +70,8 @@ def drop_foreign_mounts(keep: set[str]) -> None:
         if source.startswith("/dev/loop") and point not in keep and point != "/":
             targets.append(point)
     for point in sorted(set(targets), key=len, reverse=True):
-        _libc.umount2(point.encode(), MNT_DETACH)  # best effort: a mount already gone is fine
+        with contextlib.suppress(OSError):  # best effort: a mount already gone is fine
+            _sys.umount2(point, _sys.MNT_DETACH)
 
 
 def main() -> int:

@@ -21,6 +21,28 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+# Seed 000's pod: appends the date to /data/out.txt (every second here, so the demo is quick).
+WRITER_POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: centos
+    command: ["/bin/sh"]
+    args: ["-c", "while true; do echo $(date -u) >> /data/out.txt; sleep 1; done"]
+    volumeMounts:
+    - name: persistent-storage
+      mountPath: /data
+  volumes:
+  - name: persistent-storage
+    persistentVolumeClaim:
+      claimName: {claim}
+"""
+
 MANIFESTS = {
     "gp3.yaml": """\
 apiVersion: storage.k8s.io/v1
@@ -48,25 +70,7 @@ spec:
     requests:
       storage: 4Gi
 ---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: app
-spec:
-  terminationGracePeriodSeconds: 3
-  containers:
-  - name: app
-    image: centos
-    command: ["/bin/sh"]
-    args: ["-c", "while true; do echo $(date -u) >> /data/out.txt; sleep 1; done"]
-    volumeMounts:
-    - name: persistent-storage
-      mountPath: /data
-  volumes:
-  - name: persistent-storage
-    persistentVolumeClaim:
-      claimName: ebs-claim
-""",
+""" + WRITER_POD.format(claim="ebs-claim"),
     "snapshot.yaml": """\
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotClass
@@ -100,25 +104,7 @@ spec:
     kind: VolumeSnapshot
     apiGroup: snapshot.storage.k8s.io
 ---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: app
-spec:
-  terminationGracePeriodSeconds: 3
-  containers:
-  - name: app
-    image: centos
-    command: ["/bin/sh"]
-    args: ["-c", "while true; do echo $(date -u) >> /data/out.txt; sleep 1; done"]
-    volumeMounts:
-    - name: persistent-storage
-      mountPath: /data
-  volumes:
-  - name: persistent-storage
-    persistentVolumeClaim:
-      claimName: ebs-snapshot-restored-claim
-""",
+""" + WRITER_POD.format(claim="ebs-snapshot-restored-claim"),
     "efs.yaml": """\
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
