@@ -8,7 +8,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,7 @@ from typing import Any
 import boto3
 
 from bench.core import Result, Target
-from elastivol.client import volume_capability
-from elastivol.csi import csi_pb2
-from tests.aws.support import REGION, ZONE_A, AwsServer, start_moto, start_server, stop
+from tests.aws.support import REGION, ZONE_A, AwsServer, lifecycle_steps, start_moto, start_server, stop
 
 PROFILE = {"smoke": 10, "quick": 40, "full": 100}  # concurrent volumes
 THROTTLED = {"smoke": 5, "quick": 10, "full": 100}  # volumes in the throttling phase (its backoff is slow)
@@ -40,21 +37,7 @@ def _lifecycle(srv: AwsServer, n: int, instances: list[str], phases: tuple[str, 
     where = {name: instances[i % len(instances)] for i, name in enumerate(names)}
     calls: dict[str, Counter[str]] = {}
 
-    def create(name: str) -> None:
-        ids[name] = client.create_volume(name, 1 << 30, zone=ZONE_A, parameters={"type": "gp3"}).volume_id
-
-    def attach(name: str) -> None:
-        client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
-            volume_id=ids[name], node_id=where[name], volume_capability=volume_capability()), timeout=300)
-
-    def detach(name: str) -> None:
-        client.controller.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
-            volume_id=ids[name], node_id=where[name]), timeout=300)
-
-    def delete(name: str) -> None:
-        client.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=ids[name]), timeout=300)
-
-    fns: dict[str, Callable[[str], None]] = {"create": create, "attach": attach, "detach": detach, "delete": delete}
+    fns = lifecycle_steps(client, ids, where)
     t0 = time.perf_counter()
     for label in phases:
         before = srv.calls()

@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from elastivol.client import CsiClient
+from elastivol.client import CsiClient, volume_capability
+from elastivol.csi import csi_pb2
 from elastivol.node import loop, mount
 from elastivol.process import ServerProcess
 from elastivol.providers.aws.awsmetrics import AwsMetrics
@@ -344,3 +346,24 @@ def start_server(
     process = ServerProcess(args, f"unix://{work}/{name}.sock", work / "logs" / f"{name}.log", child_env)
     process.start(wait=wait, timeout=60)
     return AwsServer(process, port)
+
+
+def lifecycle_steps(client: CsiClient, ids: dict[str, str], where: dict[str, str]) -> dict[str, Callable[[str], None]]:
+    """The controller's part of a volume lifecycle, one function per phase, each taking a CSI name:
+    create (records the id in ``ids``), attach and detach (to the instance ``where`` names), delete."""
+
+    def create(name: str) -> None:
+        ids[name] = client.create_volume(name, 1 << 30, zone=ZONE_A, parameters={"type": "gp3"}).volume_id
+
+    def attach(name: str) -> None:
+        client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+            volume_id=ids[name], node_id=where[name], volume_capability=volume_capability()), timeout=300)
+
+    def detach(name: str) -> None:
+        client.controller.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
+            volume_id=ids[name], node_id=where[name]), timeout=300)
+
+    def delete(name: str) -> None:
+        client.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=ids[name]), timeout=300)
+
+    return {"create": create, "attach": attach, "detach": detach, "delete": delete}

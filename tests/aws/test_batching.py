@@ -16,9 +16,7 @@ from typing import Any
 
 import pytest
 
-from elastivol.client import volume_capability
-from elastivol.csi import csi_pb2
-from tests.aws.support import ZONE_A, AwsServer, start_server
+from tests.aws.support import AwsServer, lifecycle_steps, start_server
 
 VOLUMES = 100
 INSTANCES = 4
@@ -41,21 +39,7 @@ def lifecycle(srv: AwsServer, instances: list[str]) -> dict[str, Counter[str]]:
             list(pool.map(fn, names))
         phases[label] = srv.calls() - before
 
-    def create(name: str) -> None:
-        ids[name] = client.create_volume(name, 1 << 30, zone=ZONE_A, parameters={"type": "gp3"}).volume_id
-
-    def attach(name: str) -> None:
-        client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
-            volume_id=ids[name], node_id=where[name], volume_capability=volume_capability()), timeout=300)
-
-    def detach(name: str) -> None:
-        client.controller.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
-            volume_id=ids[name], node_id=where[name]), timeout=300)
-
-    def delete(name: str) -> None:
-        client.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=ids[name]), timeout=300)
-
-    for label, fn in (("create", create), ("attach", attach), ("detach", detach), ("delete", delete)):
+    for label, fn in lifecycle_steps(client, ids, where).items():
         phase(label, fn)
     client.close()
     return phases
