@@ -152,12 +152,13 @@ def _check_pv(obj: Obj) -> list[str]:
     return p
 
 
-def _check_pod_spec(spec: Obj, prefix: str = "spec") -> list[str]:
+def _check_pod_spec(spec: Obj, prefix: str = "spec", claim_templates: tuple[str, ...] = ()) -> list[str]:
     p = []
     containers = spec.get("containers") or []
     if not containers:
         p.append(f"{prefix}.containers: Required value")
-    volumes = {v.get("name") for v in spec.get("volumes") or []}
+    # A StatefulSet's volumeClaimTemplates become volumes of its pods, so mounts may name them.
+    volumes = {v.get("name") for v in spec.get("volumes") or []} | set(claim_templates)
     for v in spec.get("volumes") or []:
         if not v.get("persistentVolumeClaim"):
             p.append(f'{prefix}.volumes[{v.get("name")}]: the lab plays persistentVolumeClaim volumes only')
@@ -181,7 +182,8 @@ def _check_pod(obj: Obj) -> list[str]:
 
 def _check_workload(obj: Obj) -> list[str]:
     spec = obj.get("spec") or {}
-    p = _check_pod_spec((spec.get("template") or {}).get("spec") or {}, "spec.template.spec")
+    templates = tuple(str((t.get("metadata") or {}).get("name")) for t in spec.get("volumeClaimTemplates") or [])
+    p = _check_pod_spec((spec.get("template") or {}).get("spec") or {}, "spec.template.spec", templates)
     for i, tpl in enumerate(spec.get("volumeClaimTemplates") or []):
         p += _check_claim_spec(tpl.get("spec") or {}, f"spec.volumeClaimTemplates[{i}].spec")
     return p

@@ -272,7 +272,8 @@ class Scheduler(Loop):
             else:
                 fit.append(node)
         if not fit:
-            detail = ", ".join(f"{n} node(s) {why}" for why, n in sorted(reasons.items()))
+            # As kube-scheduler words it: "N node(s) REASON" for each reason, sorted as strings.
+            detail = ", ".join(sorted(f"{n} node(s) {why}" for why, n in reasons.items()))
             self._unschedulable(pod, len(nodes), detail)
             return
         chosen = self._pick(fit, pods, unbound_wait)

@@ -17,7 +17,7 @@ from rich.table import Table
 from elastivol.errors import ElastivolError
 from elastivol.lab.layout import Layout, daemon_pid, default_dir, make_config
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break a message into lines: people grep for it
 out = Console(width=None if sys.stdout.isatty() else 200, highlight=False, soft_wrap=True)
 
 
@@ -95,7 +95,7 @@ def up(directory: str | None, nodes: int, zones: str, timeout: float) -> None:
             status = json.loads(layout.status_file.read_text())
         except (OSError, ValueError):
             status = {}
-        if status.get("ready"):
+        if status.get("ready") and status.get("pid") == proc.pid:  # not a dead daemon's stale status
             err.print(f"lab up in {layout.root}: {len(config.nodes)} node(s) in "
                       f"{', '.join(sorted({n.zone for n in config.nodes}))}; file system {config.fs_id}")
             return
@@ -382,18 +382,27 @@ def delete(directory: str | None, namespace: str, files: tuple[str, ...], wait: 
     else:
         _die("error: give KIND NAME... or -f FILE")
     failed = False
+    uids: dict[tuple[str, str, str | None], str] = {}
     for k, name, ns in reversed(targets) if files else targets:
-        if store.delete(k.name, name, ns) is None:
+        deleted = store.delete(k.name, name, ns)
+        if deleted is None:
             err.print(f'Error from server (NotFound): {k.resource} "{name}" not found', markup=False)
             failed = True
         else:
+            uids[(k.name, name, ns)] = deleted["metadata"].get("uid", "")
             click.echo(f'{k.resource.split(".")[0][:-1] if k.resource.endswith("s") else k.resource} "{name}" deleted')
+
+    def still_there(k: Any, n: str, ns: str | None) -> bool:
+        # As kubectl waits: for the object it deleted (its uid), not for the name, which a
+        # controller may already have given to a new object (a StatefulSet's pod).
+        obj = store.get(k.name, n, ns)
+        return obj is not None and obj["metadata"].get("uid", "") == uids.get((k.name, n, ns))
     if wait:
         deadline = time.monotonic() + timeout
-        pending = [(k, n, ns) for k, n, ns in targets if store.get(k.name, n, ns) is not None]
+        pending = [(k, n, ns) for k, n, ns in targets if still_there(k, n, ns)]
         while pending and time.monotonic() < deadline:
             time.sleep(0.2)
-            pending = [(k, n, ns) for k, n, ns in pending if store.get(k.name, n, ns) is not None]
+            pending = [(k, n, ns) for k, n, ns in pending if still_there(k, n, ns)]
         for k, n, ns in pending:
             obj = store.get(k.name, n, ns) or {"metadata": {}}
             err.print(f"{KINDS[k.name].resource}/{n} is still Terminating after {timeout:.0f}s: finalizers "

@@ -20,6 +20,7 @@ from typing import Any
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
+from elastivol.errors import InUse
 from elastivol.lab.attacher import Attacher, attacher_finalizer
 from elastivol.lab.binding import PVController, Scheduler
 from elastivol.lab.context import Context, Loop
@@ -78,8 +79,30 @@ class Daemon:
                                  "log": str(p.log_path)} for name, p in self.procs.items()},
         })
 
+    def _retire_previous(self) -> None:
+        """A daemon killed without `lab down` leaves its plugins running (each in its own session)
+        and holding the sockets; stop them before starting this daemon's own."""
+        try:
+            previous = json.loads(self.layout.status_file.read_text()).get("processes", {})
+        except (OSError, ValueError):
+            return
+        stopping: list[int] = []
+        for name, p in previous.items():
+            try:
+                cmdline = Path(f"/proc/{p['pid']}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if p["socket"].encode() in cmdline:
+                log.warning("stopping plugin %s (pid %s) left by a previous lab daemon", name, p["pid"])
+                os.kill(p["pid"], signal.SIGTERM)
+                stopping.append(p["pid"])
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() for pid in stopping) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def run(self) -> int:
         self.layout.pid_file.write_text(str(os.getpid()))
+        self._retire_previous()
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
         self._status(False, "starting plugins")
@@ -229,8 +252,16 @@ def sweep(layout: Layout) -> list[str]:
         mount.unmount_all(str(pool))
         image = pool.with_name(pool.name + ".img")
         loop.detach_all(str(image))
-    if mount.is_mountpoint(str(layout.root)):
-        mount.unmount_all(str(layout.root))
+    # The last references to the root bind (a just-detached loop device's backing file, the copy
+    # in a container's namespace that just ended) are dropped asynchronously: EBUSY for a moment.
+    deadline = time.monotonic() + 10
+    while mount.is_mountpoint(str(layout.root)):
+        try:
+            mount.unmount_all(str(layout.root))
+        except InUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     for sock in layout.sockets.glob("*.sock") if layout.sockets.is_dir() else []:
         sock.unlink(missing_ok=True)
     return done

@@ -266,6 +266,13 @@ class Kubelet(Loop):
             else:
                 p.mkdir(parents=True, exist_ok=True)
             state["created"].append(str(created))
+        # A mount point that another pod's creation made (StatefulSet replicas share a mountPath) is
+        # shared: the pod that made it must not remove it, and detach this one's bind, while this
+        # pod runs. The last pod that has it in "created" removes it.
+        for _uid, other in self._all_states():
+            for made in other.get("created", []):
+                if (str(p) == made or str(p).startswith(made.rstrip("/") + "/")) and made not in state["created"]:
+                    state["created"].append(made)
         return str(p)
 
     def _alive(self, info: dict[str, Any]) -> bool:
