@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Seed 000's pod: appends the date to /data/out.txt (every second here, so the demo is quick).
@@ -216,12 +217,12 @@ class Walkthrough:
         """Run `elastivol lab ARGS` as a user would, print the command and its output."""
         argv = [sys.executable, "-m", "elastivol", "lab", *args]
         if show:
-            self.console.print(f"  [bold cyan]$ elastivol lab {shlex.join(args)}[/bold cyan]")
+            self.console.print(f"  [bold cyan]$ elastivol lab {escape(shlex.join(args))}[/bold cyan]")
         proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         text = (proc.stdout + proc.stderr).rstrip()
         if show and text:
             for line in text.splitlines():
-                self.console.print(f"    {line}", markup=False, highlight=False)
+                self.console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
         if check and proc.returncode != 0:
             raise StepFailed(f"`elastivol lab {shlex.join(args)}` exited {proc.returncode}: {text[-400:]}")
         return proc.stdout
@@ -244,11 +245,11 @@ class Walkthrough:
         except (StepFailed, subprocess.TimeoutExpired) as exc:
             took = time.perf_counter() - start
             self.results.append(Result(name, False, took, str(exc)[:300]))
-            self.console.print(f"  [red]✗ {exc}[/red]")
+            self.console.print(f"  [red]✗ {escape(str(exc))}[/red]")
             return False
         took = time.perf_counter() - start
         self.results.append(Result(name, True, took, note))
-        self.console.print(f"  [green]✓[/green] {note} [dim]({took:.1f} s)[/dim]")
+        self.console.print(f"  [green]✓[/green] {escape(note)} [dim]({took:.1f} s)[/dim]")
         return True
 
     # -- the steps -------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Walkthrough:
         zone = self.jsonpath("pv", pv, "{.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[?(@.key==\"topology.kubernetes.io/zone\")].values[0]}")
         node_zone = self.jsonpath("node", node, "{.metadata.labels.topology\\.kubernetes\\.io/zone}")
         self.console.print(f"  PV {pv} has node affinity topology.kubernetes.io/zone in [{zone}]; "
-                           f"pod app runs on {node} in {node_zone}")
+                           f"pod app runs on {node} in {node_zone}", markup=False, highlight=False)
         if not zone or zone != node_zone:
             raise StepFailed(f"the PV's zone {zone!r} is not the zone of the pod's node ({node_zone!r})")
         self.lab("get", "volumeattachment")
@@ -337,7 +338,7 @@ class Walkthrough:
         self.until("the ProvisioningFailed event", failed)
         text = self.lab("describe", "pvc", "rwo-test", show=False)
         line = next(ln.strip() for ln in text.splitlines() if "ProvisioningFailed" in ln)
-        self.console.print(f"    {line}", markup=False, highlight=False)
+        self.console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
         self.lab("get", "pvc", "rwo-test")
         return "ReadWriteMany on gp3 refused with the EBS driver's message"
 
@@ -371,7 +372,7 @@ class Walkthrough:
         summary.add_column("seconds", justify="right")
         summary.add_column("what happened")
         for r in self.results:
-            summary.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", f"{r.seconds:.1f}", r.detail)
+            summary.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", f"{r.seconds:.1f}", escape(r.detail))
         self.console.print(summary)
         passed = ok and down_ok and len(self.results) == len(steps) + 1
         self.console.print(f"[bold {'green' if passed else 'red'}]demo {'passed' if passed else 'failed'}[/bold "
