@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -102,8 +103,8 @@ class Context:
         raise RuntimeError(f"{kind} {name} kept changing under the lab's controllers")
 
 
-class Loop:
-    """A control loop: calls ``reconcile`` whenever the store changes, and at least every 2 s."""
+class Loop(abc.ABC):
+    """A control loop: calls ``reconcile`` whenever the store changes, and at least every second."""
 
     name = "loop"
 
@@ -111,8 +112,9 @@ class Loop:
         self.ctx = ctx
         self.backoff = Backoff()
 
+    @abc.abstractmethod
     def reconcile(self) -> None:
-        raise NotImplementedError
+        """One pass over the objects this loop owns."""
 
     def run(self, stop: threading.Event) -> None:
         rv_file = self.ctx.store.root / ".rv"
