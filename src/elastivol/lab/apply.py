@@ -279,13 +279,15 @@ def admit_update(old: Obj, new: Obj, store: Store) -> None:
     defaults_new = copy.deepcopy(new)
     defaults(defaults_new, store)
     before, after = _flatten(_user_fields(old), mutable), _flatten(_user_fields(defaults_new), mutable)
-    if kind == "PersistentVolumeClaim":
-        after["spec"].setdefault("storageClassName", before["spec"].get("storageClassName"))
-        after["spec"].setdefault("volumeName", before["spec"].get("volumeName"))
-        if not new["spec"].get("volumeName"):
-            after["spec"]["volumeName"] = before["spec"].get("volumeName")
-    if kind == "PersistentVolume":
-        after["spec"].setdefault("nodeAffinity", before["spec"].get("nodeAffinity"))
+    # What a manifest leaves out, the API server or a controller may have filled in: it stays, and
+    # what neither ever set stays unset (a None in its place would read as a change).
+    kept = {"PersistentVolumeClaim": ("storageClassName", "volumeName"), "PersistentVolume": ("nodeAffinity",),
+            "Pod": ("nodeName",)}
+    for key in kept.get(kind, ()):
+        if key not in new["spec"] or (key == "volumeName" and not new["spec"][key]):
+            after["spec"].pop(key, None)
+            if key in before["spec"]:
+                after["spec"][key] = before["spec"][key]
     if before != after:
         why = _IMMUTABLE_MESSAGE.get(kind, "Forbidden: the lab does not let this field change after creation")
         raise Invalid(f"The {_describe(old)} is invalid: {why}")
@@ -336,8 +338,11 @@ def apply_object(store: Store, obj: Obj, fs_id: str) -> str:
             updated.setdefault("spec", {}).update(v)
         else:
             updated[k] = v
-    updated["metadata"]["labels"] = meta.get("labels") or {}
-    updated["metadata"]["annotations"] = {**(current["metadata"].get("annotations") or {}), **(meta.get("annotations") or {})}
+    # No labels and empty labels are the same: re-applying an unchanged manifest changes nothing.
+    if meta.get("labels") or current["metadata"].get("labels"):
+        updated["metadata"]["labels"] = meta.get("labels") or {}
+    if meta.get("annotations"):
+        updated["metadata"]["annotations"] = {**(current["metadata"].get("annotations") or {}), **meta["annotations"]}
     if updated == current:
         return f"{label}/{meta['name']} unchanged"
     store.update(updated)
