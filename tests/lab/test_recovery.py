@@ -52,3 +52,62 @@ def _plugin_pids(directory: Path) -> list[int]:
 
     status = json.loads((directory / "status.json").read_text())
     return [int(p["pid"]) for p in status["processes"].values()]
+
+
+SHARED_PATH_PODS = """\
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: mp}
+provisioner: block.csi.elastivol.io
+volumeBindingMode: WaitForFirstConsumer
+parameters: {type: gp3}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: mp-one}
+spec: {accessModes: [ReadWriteOnce], storageClassName: mp, resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: mp-two}
+spec: {accessModes: [ReadWriteOnce], storageClassName: mp, resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: mp-one}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox, command: ["/bin/sh", "-c", "echo one > %(path)s/who; sleep 600"],
+     volumeMounts: [{name: v, mountPath: "%(path)s"}]}
+  volumes: [{name: v, persistentVolumeClaim: {claimName: mp-one}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: mp-two}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox, command: ["/bin/sh", "-c", "echo two > %(path)s/who; sleep 600"],
+     volumeMounts: [{name: v, mountPath: "%(path)s"}]}
+  volumes: [{name: v, persistentVolumeClaim: {claimName: mp-two}}]
+"""
+
+
+def test_deleting_one_pod_keeps_another_pods_volume_at_the_same_mount_path(lab_dir: Path) -> None:
+    # Both pods bind their volumes at one host path that the lab creates. If the first pod's
+    # teardown removed that directory, the kernel would detach the second pod's bind too, and it
+    # would go on writing into the host's directory instead of its volume.
+    path = Path("/var/tmp") / f"evmp-{lab_dir.name}" / "data"
+    lab(lab_dir, "apply", "-f", "-", input=SHARED_PATH_PODS % {"path": path}, check=True)
+    for pod in ("mp-one", "mp-two"):
+        lab(lab_dir, "wait", f"pod/{pod}", "--for=jsonpath={.status.phase}=Running", "--timeout", "60", check=True)
+    assert path.is_dir()
+    lab(lab_dir, "delete", "pod", "mp-one", check=True)
+    assert path.is_dir(), "the mount point went while mp-two still uses it"
+    probe = f"grep -c ' {path} ' /proc/self/mountinfo; cat {path}/who; touch {path}/after"
+    out = lab(lab_dir, "exec", "mp-two", "--", "sh", "-c", probe, check=True).stdout.split()
+    assert out == ["1", "two"], f"mp-two no longer sees its own volume at {path}: {out}"
+    assert not (path / "after").exists(), "mp-two wrote into the host's directory, not its volume"
+    lab(lab_dir, "delete", "pod", "mp-two", check=True)
+    assert not path.parent.exists(), "the lab removes the mount point it created once no pod uses it"

@@ -21,6 +21,7 @@ from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from elastivol.errors import InUse
+from elastivol.lab import mountpoints
 from elastivol.lab.attacher import Attacher, attacher_finalizer
 from elastivol.lab.binding import PVController, Scheduler
 from elastivol.lab.context import Context, Loop
@@ -230,13 +231,10 @@ def sweep(layout: Layout) -> list[str]:
                     done.append(f"killed container process {pid}")
                 except ProcessLookupError:
                     pass
-        for created in state.get("created", []):
-            p = Path(created)
-            try:
-                p.rmdir() if p.is_dir() else p.unlink()
-            except OSError:
-                pass
         state_file.unlink(missing_ok=True)
+        # After the kill: a mount point is removed only once no live pod of any lab uses it.
+        for path in mountpoints.release(state_file.parent.name):
+            done.append(f"removed mount point {path}")
     time.sleep(0.2 if done else 0)
     root = str(layout.root) + "/"
     for m in sorted(mount.mounts(), key=lambda m: len(m.target), reverse=True):

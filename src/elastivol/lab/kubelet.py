@@ -22,6 +22,7 @@ import grpc
 
 from elastivol import BLOCK_DRIVER_NAME
 from elastivol.csi import csi_pb2
+from elastivol.lab import mountpoints
 from elastivol.lab.attacher import pv_capability
 from elastivol.lab.context import Context, Loop, rpc_message
 from elastivol.lab.objects import (
@@ -105,7 +106,7 @@ class Kubelet(Loop):
         meta = pod["metadata"]
         uid, ns = meta["uid"], meta["namespace"]
         state = state or {"node": self.node_name, "pod": meta["name"], "namespace": ns, "volumes": {},
-                          "containers": {}, "created": []}
+                          "containers": {}}
         kubelet_dir = self.ctx.layout.kubelet
         for vol in pod["spec"].get("volumes") or []:
             claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
@@ -211,12 +212,12 @@ class Kubelet(Loop):
                 continue
             source = Path(vol["target"]) / vm.get("subPath", "") if vm.get("subPath") else Path(vol["target"])
             source.mkdir(parents=True, exist_ok=True) if vm.get("subPath") else None
-            mounts.append({"source": str(source), "target": self._mount_point(vm["mountPath"], False, state),
+            mounts.append({"source": str(source), "target": self._mount_point(vm["mountPath"], False, meta["uid"]),
                            "readonly": bool(vm.get("readOnly") or vol["readonly"])})
         for vd in container.get("volumeDevices") or []:
             vol = state["volumes"].get(vd["name"])
             if vol is not None:
-                mounts.append({"source": vol["target"], "target": self._mount_point(vd["devicePath"], True, state),
+                mounts.append({"source": vol["target"], "target": self._mount_point(vd["devicePath"], True, meta["uid"]),
                                "readonly": vol["readonly"]})
         command = list(container.get("command") or []) + [str(a) for a in container.get("args") or []]
         if not container.get("command"):
@@ -253,27 +254,9 @@ class Kubelet(Loop):
                        f"Started container {name}" + (f' (image "{image}" is not pulled: the lab runs the command '
                                                       "on the host)" if image else ""), f"kubelet {self.node_name}")
 
-    def _mount_point(self, path: str, device: bool, state: dict[str, Any]) -> str:
-        """The mount point must exist on the host; what the lab creates it removes with the pod."""
-        p = Path(path)
-        if not p.exists():
-            created = p
-            while not created.parent.exists():
-                created = created.parent
-            if device:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.touch()
-            else:
-                p.mkdir(parents=True, exist_ok=True)
-            state["created"].append(str(created))
-        # A mount point that another pod's creation made (StatefulSet replicas share a mountPath) is
-        # shared: the pod that made it must not remove it, and detach this one's bind, while this
-        # pod runs. The last pod that has it in "created" removes it.
-        for _uid, other in self._all_states():
-            for made in other.get("created", []):
-                if (str(p) == made or str(p).startswith(made.rstrip("/") + "/")) and made not in state["created"]:
-                    state["created"].append(made)
-        return str(p)
+    def _mount_point(self, path: str, device: bool, uid: str) -> str:
+        """The mount point must exist on the host; what the lab creates goes when no pod uses it."""
+        return mountpoints.acquire(path, device=device, owner=uid)
 
     def _alive(self, info: dict[str, Any]) -> bool:
         pid = info.get("pid")
@@ -439,11 +422,7 @@ class Kubelet(Loop):
                 return False
             del state["volumes"][vol_name]
             self._save(uid, state)
-        others = {p for u, s in self._all_states() if u != uid for p in s.get("created", [])}
-        for created in sorted(state.get("created", []), key=len, reverse=True):
-            if created in others:
-                continue
-            _remove_if_empty(Path(created))
+        mountpoints.release(uid)
         return True
 
     def _all_states(self) -> list[tuple[str, dict[str, Any]]]:
@@ -475,16 +454,3 @@ class Kubelet(Loop):
             self.verified.discard(pod["metadata"]["uid"])
             self._waiting(pod, "LabDown")
 
-
-def _remove_if_empty(path: Path) -> None:
-    """Remove a mount point the lab created, unless something was written into it on the host."""
-    try:
-        if not path.is_dir():
-            path.unlink(missing_ok=True)
-            return
-        for root, _dirs, files in os.walk(path, topdown=False):
-            if files:
-                return
-            os.rmdir(root)
-    except OSError:
-        pass
