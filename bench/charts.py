@@ -36,7 +36,7 @@ def lifecycle(r: Result) -> str:
         ax.bar(xs, med, width, yerr=[[0] * len(med), hi], capsize=4, color=color,
                label="elastivol (gRPC socket)" if who == "driver" else "shell floor (bash script)")
         for x, m in zip(xs, med, strict=True):
-            ax.text(x, m, f"{m:.0f}", ha="center", va="bottom", fontsize=8)
+            ax.text(x, m / 2, f"{m:.0f} ms", ha="center", va="center", fontsize=9, color="white")  # inside: clear of the whisker
     ax.set_xticks(range(len(fss)), fss)
     ax.set_ylabel("full lifecycle, ms (median, whisker = p90)")
     ax.set_title("Block volume lifecycle: elastivol vs the shell floor")
