@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 
@@ -112,9 +113,22 @@ STEPS: list[tuple[str, Callable[[Run], None]]] = [
 ]
 
 
+class Restartable(Protocol):
+    server: ServerProcess
+    crashes: list[str]
+
+    def reconnect(self) -> None: ...
+
+
 def run_all(run: Run, *, restart_env: dict[str, str] | None = None) -> None:
-    """Every step in order. When the server dies under a step, restart it and retry that step."""
-    for name, step in STEPS:
+    run_steps(STEPS, run, restart_env=restart_env)
+
+
+def run_steps(steps: Sequence[tuple[str, Callable[[Any], object]]], run: Restartable, *,
+              restart_env: dict[str, str] | None = None) -> None:
+    """Every step in order, as the CO would retry them: ABORTED waits and retries; when the server
+    died under a step (SIGKILL at a crash point), it is restarted and the step retried."""
+    for name, step in steps:
         for _attempt in range(20):
             try:
                 step(run)

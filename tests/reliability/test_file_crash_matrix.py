@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 
 from elastivol import crashpoints
@@ -22,6 +20,7 @@ from elastivol.providers.local.file_registry import FileRegistry
 from elastivol.providers.local.pool import Pool
 from tests.helpers import leaked
 from tests.reliability.conftest import NODE, ZONE
+from tests.reliability.sequence import run_steps
 
 FILE_POINTS = sorted(p for p in crashpoints.KNOWN if p.startswith(("accesspoint.", "filesnapshot.")))
 RWX = volume_capability(mode="MULTI_NODE_MULTI_WRITER")
@@ -44,6 +43,10 @@ class FileRun:
     ids: dict[str, str] = field(default_factory=dict)
     checksum: str = ""
     crashes: list[str] = field(default_factory=list)
+
+    def reconnect(self) -> None:
+        self.client.close()
+        self.client = CsiClient(self.server.endpoint)
 
     def target(self, key: str) -> Path:
         return self.work / "kubelet" / "pods" / f"{self.prefix}-{key}" / "mount"
@@ -108,28 +111,6 @@ STEPS: list[tuple[str, Callable[[FileRun], None]]] = [
 ]
 
 
-def _run(run: FileRun) -> None:
-    for name, step in STEPS:
-        for _ in range(20):
-            try:
-                step(run)
-                break
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.ABORTED:
-                    time.sleep(0.2)
-                    continue
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or run.server.proc is None:
-                    raise
-                assert run.server.proc.wait(10) == -9, f"{name}: {run.server.log_tail()}"
-                run.crashes.append(name)
-                run.server.env = {}
-                run.server.start()
-                run.client.close()
-                run.client = CsiClient(run.server.endpoint)
-        else:
-            raise AssertionError(f"{name} kept failing with ABORTED")
-
-
 def test_matrix_covers_every_file_point() -> None:
     assert len(FILE_POINTS) >= 6, FILE_POINTS
 
@@ -144,7 +125,7 @@ def test_file_crash_at(point: str, rel_pool: Path, fs_id: str) -> None:
     ).start()
     run = FileRun(server, CsiClient(server.endpoint), fs_id, "f-" + point.replace(".", "-").replace("_", "-"), work)
     try:
-        _run(run)
+        run_steps(STEPS, run)
     finally:
         run.client.close()
         server.stop()

@@ -44,6 +44,27 @@ spec:
       claimName: {claim}
 """
 
+# Seed 000's EFS pods: each appends to its own file on the shared volume, pinned to a zone.
+SHARED_POD = """\
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 3
+  nodeSelector:
+    topology.kubernetes.io/zone: {zone}
+  containers:
+  - name: app
+    image: busybox
+    command: ["/bin/sh", "-c", "while true; do echo {name} $(date -u) >> /data/{name}.txt; sleep 1; done"]
+    volumeMounts: [{{name: shared, mountPath: /data}}]
+  volumes:
+  - name: shared
+    persistentVolumeClaim: {{claimName: efs-claim}}
+"""
+
 MANIFESTS = {
     "gp3.yaml": """\
 apiVersion: storage.k8s.io/v1
@@ -130,41 +151,7 @@ spec:
   resources:
     requests:
       storage: 5Gi
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: pod1
-spec:
-  terminationGracePeriodSeconds: 3
-  nodeSelector:
-    topology.kubernetes.io/zone: zone-a
-  containers:
-  - name: app
-    image: busybox
-    command: ["/bin/sh", "-c", "while true; do echo pod1 $(date -u) >> /data/pod1.txt; sleep 1; done"]
-    volumeMounts: [{name: shared, mountPath: /data}]
-  volumes:
-  - name: shared
-    persistentVolumeClaim: {claimName: efs-claim}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: pod2
-spec:
-  terminationGracePeriodSeconds: 3
-  nodeSelector:
-    topology.kubernetes.io/zone: zone-b
-  containers:
-  - name: app
-    image: busybox
-    command: ["/bin/sh", "-c", "while true; do echo pod2 $(date -u) >> /data/pod2.txt; sleep 1; done"]
-    volumeMounts: [{name: shared, mountPath: /data}]
-  volumes:
-  - name: shared
-    persistentVolumeClaim: {claimName: efs-claim}
-""",
+""" + SHARED_POD.format(name="pod1", zone="zone-a") + SHARED_POD.format(name="pod2", zone="zone-b"),
     "rwx.yaml": """\
 apiVersion: v1
 kind: PersistentVolumeClaim
