@@ -278,7 +278,7 @@ def _collect(store: Any, kind: Any, names: tuple[str, ...], namespace: str, all_
 @click.argument("kinds")
 @click.argument("names", nargs=-1)
 def get(directory: str | None, namespace: str, all_ns: bool, output: str, kinds: str, names: tuple[str, ...]) -> None:
-    """Show objects, e.g. `get pvc,pv,pod`, `get pv -o yaml`, `get pvc x -o jsonpath={.status.phase}`."""
+    """Show objects like kubectl get: `get pvc,pv,pod`, `get pv -o yaml`, `-o jsonpath={.status.phase}`."""
     from elastivol.lab import printers
 
     store = _store(directory)[1]
