@@ -210,8 +210,10 @@ class Kubelet(Loop):
             vol = state["volumes"].get(vm["name"])
             if vol is None:
                 continue
-            source = Path(vol["target"]) / vm.get("subPath", "") if vm.get("subPath") else Path(vol["target"])
-            source.mkdir(parents=True, exist_ok=True) if vm.get("subPath") else None
+            source = Path(vol["target"])
+            if vm.get("subPath"):
+                source = source / vm["subPath"]
+                source.mkdir(parents=True, exist_ok=True)  # as the kubelet does, inside the volume
             mounts.append({"source": str(source), "target": self._mount_point(vm["mountPath"], False, meta["uid"]),
                            "readonly": bool(vm.get("readOnly") or vol["readonly"])})
         for vd in container.get("volumeDevices") or []:
