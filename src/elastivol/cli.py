@@ -115,6 +115,10 @@ def _octal(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--allow-privileged-mount-options", is_flag=True, envvar="ELASTIVOL_ALLOW_PRIVILEGED_MOUNT_OPTIONS",
               help="Admit suid, dev and exec mount options.")
 @click.option("--force-unsafe-socket-dir", is_flag=True, help="Start even if the socket directory is world-writable.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=25.0, show_default=True,
+              envvar="ELASTIVOL_SHUTDOWN_GRACE",
+              help="Seconds that SIGTERM leaves running calls and their work to finish (keep it below the "
+                   "pod's terminationGracePeriodSeconds).")
 def serve(**opts: Any) -> None:
     """Serve a CSI driver on a unix socket until SIGTERM."""
     from elastivol import logs
@@ -142,7 +146,7 @@ def serve(**opts: Any) -> None:
         asyncio.run(
             run_server(
                 services, config.endpoint, metrics=metrics, socket_mode=config.socket_mode,
-                force_unsafe_socket_dir=config.force_unsafe_socket_dir,
+                force_unsafe_socket_dir=config.force_unsafe_socket_dir, grace_seconds=opts["shutdown_grace"],
             )
         )
     except ElastivolError as exc:

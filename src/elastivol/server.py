@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -27,6 +28,7 @@ import grpc
 from elastivol.csi.secrets import redact
 from elastivol.errors import FailedPrecondition, InvalidArgument
 from elastivol.grpc_errors import status_for
+from elastivol.locks import InFlight
 from elastivol.logs import remember_secrets
 from elastivol.metrics import Metrics
 
@@ -44,6 +46,8 @@ class Services:
     controller: Any | None = None
     node: Any | None = None
     group_controller: Any | None = None
+    # The process's in-flight registry: shutdown waits for the work it owns.
+    inflight: InFlight | None = None
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
@@ -166,7 +170,8 @@ async def serve(
     prepare_socket(path, force_unsafe_dir=force_unsafe_socket_dir)
     loop = asyncio.get_running_loop()
     # Blocking host work runs in threads; make room for a CO's parallel workers.
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=48, thread_name_prefix="elastivol"))
+    executor = ThreadPoolExecutor(max_workers=48, thread_name_prefix=_WORKER_PREFIX)
+    loop.set_default_executor(executor)
     server = grpc.aio.server(interceptors=[CallInterceptor(metrics)], options=[("grpc.so_reuseport", 0)])
     csi_pb2_grpc.add_IdentityServicer_to_server(services.identity, server)
     if services.controller is not None:
@@ -191,10 +196,45 @@ async def serve(
     if ready is not None:
         ready()
     await stop.wait()
-    log.info("shutting down: finishing in-flight calls (up to %ss)", grace_seconds)
+    log.info("shutting down: no new calls; finishing in-flight work (up to %ss)", grace_seconds)
     for t in tasks:
         t.cancel()
+    deadline = loop.time() + grace_seconds
+    # Stops accepting at once, lets running calls answer within the grace period, then
+    # cancels their handlers; the work those handlers started is owned by the registry.
     await server.stop(grace_seconds)
+    stuck = await services.inflight.drain(deadline - loop.time()) if services.inflight else []
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+    for work in stuck:
+        log.error(
+            "%s on %s did not finish within the %ss grace period; exiting without it (the next "
+            "call on it repairs or reports what it left)",
+            work.what, ", ".join(work.keys), grace_seconds,
+        )
+    executor.shutdown(wait=False, cancel_futures=True)
+    blocked = _workers_still_running(1.0)  # the executor is shut down; a second at exit is fine
+    if stuck or blocked:
+        if blocked and not stuck:
+            log.error("%d worker thread(s) are blocked on the host (a hung mount?); exiting without them", blocked)
+        # A thread blocked in the kernel cannot be stopped, and the interpreter would wait for
+        # it forever at exit: leave now, as the grace period promised.
+        logging.shutdown()
+        os._exit(EXIT_WORK_ABANDONED)
     log.info("stopped")
+
+
+_WORKER_PREFIX = "elastivol-worker"
+
+
+def _workers_still_running(wait: float) -> int:
+    """How many executor threads are still alive after ``wait`` seconds (idle ones exit at once)."""
+    end = time.monotonic() + wait
+    alive = [t for t in threading.enumerate() if t.name.startswith(_WORKER_PREFIX)]
+    for t in alive:
+        t.join(max(0.0, end - time.monotonic()))
+    return sum(t.is_alive() for t in alive)
+
+
+# Exit status when the grace period ended with work still running.
+EXIT_WORK_ABANDONED = 3

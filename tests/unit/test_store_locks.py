@@ -112,3 +112,53 @@ def test_inflight_under_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert peak == 1
+
+
+def test_run_keeps_the_key_until_cancelled_work_ends(tmp_path: Path) -> None:
+    """A caller whose deadline expires leaves; its work goes on and keeps the key until it ends."""
+    import asyncio
+
+    inflight = InFlight(tmp_path / "locks")
+    release = threading.Event()
+    finished: list[str] = []
+
+    def slow() -> str:
+        release.wait(10)
+        finished.append("done")
+        return "result"
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(inflight.run_in_thread(["vol-1"], slow, what="Slow"))
+        await asyncio.sleep(0.05)
+        first.cancel()  # what grpc.aio does to a handler whose deadline expired
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert inflight.busy() == ["vol-1"], "the work still runs, so its key stays held"
+        assert [w.what for w in inflight.running()] == ["Slow"]
+        with pytest.raises(Aborted):
+            await inflight.run_in_thread(["vol-1"], lambda: "second")
+        release.set()
+        assert await inflight.drain(5) == []
+        assert finished == ["done"] and inflight.busy() == []
+        assert await inflight.run_in_thread(["vol-1"], lambda: "retry") == "retry"
+
+    asyncio.run(scenario())
+
+
+def test_run_releases_the_key_when_work_fails(tmp_path: Path) -> None:
+    import asyncio
+
+    inflight = InFlight(tmp_path / "locks")
+
+    def boom() -> None:
+        raise ValueError("broken")
+
+    async def scenario() -> None:
+        with pytest.raises(ValueError):
+            await inflight.run_in_thread(["vol-2"], boom)
+        assert inflight.busy() == []
+        # And another process sharing the pool can take it too (the flock was closed).
+        with InFlight(tmp_path / "locks").hold("vol-2"):
+            pass
+
+    asyncio.run(scenario())

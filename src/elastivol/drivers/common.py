@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from elastivol.csi import csi_pb2
 from elastivol.errors import Aborted, Exhausted, InvalidArgument
+from elastivol.node.paths import PathGuard
 from elastivol.providers.types import K8S_ZONE_KEY, ZONE_KEY, AccessMode, VolumeMode
 
 T = TypeVar("T")
@@ -145,6 +146,12 @@ def paginate(
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking provider or host call off the event loop."""
     return await asyncio.to_thread(fn, *args)
+
+
+async def guarded_path(guard: PathGuard, path: str) -> str:
+    """``guard.check(path)`` off the event loop: resolving a path stats every component, and a
+    hung mount (a stopped FUSE daemon, a dead NFS server) on the way must stall only this call."""
+    return str(await asyncio.to_thread(guard.check, path))
 
 
 def known_keys(params: Iterable[str], allowed: Iterable[str], prefixes: Iterable[str] = ()) -> None:

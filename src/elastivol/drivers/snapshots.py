@@ -40,8 +40,9 @@ class SnapshotRpcs:
     async def DeleteSnapshot(self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteSnapshotResponse:
         require_text(request.snapshot_id, "snapshot_id")
         if ids.is_snapshot_id(request.snapshot_id):
-            with self.inflight.hold(request.snapshot_id):
-                await in_thread(self.provider.delete_snapshot, request.snapshot_id)
+            await self.inflight.run_in_thread(
+                (request.snapshot_id,), self.provider.delete_snapshot, request.snapshot_id, what="DeleteSnapshot"
+            )
         return csi_pb2.DeleteSnapshotResponse()
 
     async def ListSnapshots(self, request: csi_pb2.ListSnapshotsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListSnapshotsResponse:

@@ -187,12 +187,12 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             fs_type=fs_type or "",
             source=source,
         )
-        with self.inflight.hold(request.name, *( [source.id] if source else [])):
-            volume = await in_thread(self.provider.create_volume, spec)
+        keys = (request.name, *([source.id] if source else []))
+        volume = await self.inflight.run_in_thread(keys, self.provider.create_volume, spec, what="CreateVolume")
         return csi_pb2.CreateVolumeResponse(volume=volume_message(volume, source_msg))
 
     async def _zone_for(self, requirement: csi_pb2.TopologyRequirement | None, source: ContentSource | None) -> str:
-        served = self.provider.zones()
+        served = await in_thread(self.provider.zones)
         if source is not None and source.kind == "volume":
             # A clone lives where its source lives; refuse a requirement that excludes it.
             src = await in_thread(self.provider.get_volume, source.id)
@@ -209,8 +209,9 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     async def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteVolumeResponse:
         require_text(request.volume_id, "volume_id")
         if ids.is_volume_id(request.volume_id):
-            with self.inflight.hold(request.volume_id):
-                await in_thread(self.provider.delete_volume, request.volume_id)
+            await self.inflight.run_in_thread(
+                (request.volume_id,), self.provider.delete_volume, request.volume_id, what="DeleteVolume"
+            )
         return csi_pb2.DeleteVolumeResponse()
 
     async def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerPublishVolumeResponse:
@@ -222,12 +223,14 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         if not ids.is_node_id(request.node_id):
             raise NotFound(f"node {request.node_id[:80]!r} does not exist")
-        with self.inflight.hold(request.volume_id):
+        readonly = request.readonly or cap.mode.read_only
+
+        async def publish() -> dict[str, str]:
             volume = await in_thread(self.provider.get_volume, request.volume_id)
             self._check_matches(volume, cap)
-            ctx = await in_thread(
-                self.provider.attach, request.volume_id, request.node_id, request.readonly or cap.mode.read_only
-            )
+            return await in_thread(self.provider.attach, request.volume_id, request.node_id, readonly)
+
+        ctx = await self.inflight.run((request.volume_id,), publish, what="ControllerPublishVolume")
         return csi_pb2.ControllerPublishVolumeResponse(publish_context=ctx)
 
     @staticmethod
@@ -245,14 +248,18 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
 
     async def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
-        if ids.is_volume_id(request.volume_id):
-            with self.inflight.hold(request.volume_id):
-                if request.node_id:
-                    await in_thread(self.provider.detach, request.volume_id, request.node_id)
-                else:
-                    volume = await in_thread(self._get_or_none, request.volume_id)
-                    for node in volume.attached_nodes if volume else []:
-                        await in_thread(self.provider.detach, request.volume_id, node)
+        if not ids.is_volume_id(request.volume_id):
+            return csi_pb2.ControllerUnpublishVolumeResponse()
+
+        async def unpublish() -> None:
+            if request.node_id:
+                await in_thread(self.provider.detach, request.volume_id, request.node_id)
+                return
+            volume = await in_thread(self._get_or_none, request.volume_id)
+            for node in volume.attached_nodes if volume else []:
+                await in_thread(self.provider.detach, request.volume_id, node)
+
+        await self.inflight.run((request.volume_id,), unpublish, what="ControllerUnpublishVolume")
         return csi_pb2.ControllerUnpublishVolumeResponse()
 
     def _get_or_none(self, volume_id: str) -> Volume | None:
@@ -341,13 +348,15 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         limit = request.capacity_range.limit_bytes
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
-        with self.inflight.hold(request.volume_id):
+        cap = capability(request.volume_capability) if request.HasField("volume_capability") else None
+        if required < 0 or limit < 0:
+            raise OutOfRange("capacity_range values must not be negative")
+
+        async def expand() -> Volume:
             volume = await in_thread(self.provider.get_volume, request.volume_id)
             params = parse_block_parameters(volume.params)
-            if request.HasField("volume_capability"):
-                self._check_matches(volume, capability(request.volume_capability))
-            if required < 0 or limit < 0:
-                raise OutOfRange("capacity_range values must not be negative")
+            if cap is not None:
+                self._check_matches(volume, cap)
             new_size = -(-required // GiB) * GiB
             if limit and new_size > limit:
                 raise OutOfRange(f"{required} bytes rounded to whole GiB ({new_size}) exceeds limit_bytes {limit}")
@@ -366,6 +375,9 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             if setter is not None:
                 record = {k: str(v) for k, v in (("iops", perf.iops), ("throughput", perf.throughput)) if v is not None}
                 await in_thread(setter, request.volume_id, record)
+            return grown
+
+        grown = await self.inflight.run((request.volume_id,), expand, what="ControllerExpandVolume")
         return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=grown.size_bytes, node_expansion_required=True)
 
     # -- snapshots ---------------------------------------------------------------------------
@@ -375,6 +387,9 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         tags = parse_snapshot_tags(dict(request.parameters))
         if not ids.is_volume_id(request.source_volume_id):
             raise NotFound(f"source volume {request.source_volume_id[:80]!r} does not exist")
-        with self.inflight.hold(request.name, request.source_volume_id):
-            snap = await in_thread(self.provider.create_snapshot, request.name, request.source_volume_id, tags)
+        snap = await self.inflight.run_in_thread(
+            (request.name, request.source_volume_id),
+            self.provider.create_snapshot, request.name, request.source_volume_id, tags,
+            what="CreateSnapshot",
+        )
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snap))

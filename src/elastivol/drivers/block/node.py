@@ -9,7 +9,15 @@ import grpc
 from elastivol import ids
 from elastivol.csi import csi_pb2, csi_pb2_grpc
 from elastivol.drivers.block.controller import MKFS_CONTEXT_KEYS, check_block_capability
-from elastivol.drivers.common import Capability, capability, in_thread, require, require_text, topology
+from elastivol.drivers.common import (
+    Capability,
+    capability,
+    guarded_path,
+    in_thread,
+    require,
+    require_text,
+    topology,
+)
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.locks import InFlight
 from elastivol.node import fs as hostfs
@@ -66,7 +74,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        staging = str(self.guard.check(request.staging_target_path))
+        staging = await guarded_path(self.guard, request.staging_target_path)
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         volume_context = dict(request.volume_context)
         fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
@@ -75,32 +83,34 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
             params = parse_block_parameters({k: v for k, v in volume_context.items() if k in MKFS_CONTEXT_KEYS})
             extra = mkfs_args(params, fs_type, False)
         await in_thread(self._known_volume, request.volume_id)
-        with self.inflight.hold(request.volume_id):
-            device = await in_thread(self.provider.attach_device, request.volume_id, dict(request.publish_context))
-            if cap.volume_mode is VolumeMode.BLOCK:
-                return csi_pb2.NodeStageVolumeResponse()
-            readonly = cap.mode.read_only
-            await in_thread(
-                lambda: hostvol.stage_filesystem(
-                    device, staging, fs_type, mkfs_args=extra, mount_options=options, readonly=readonly
+        publish_context = dict(request.publish_context)
+
+        def stage() -> None:
+            device = self.provider.attach_device(request.volume_id, publish_context)
+            if cap.volume_mode is VolumeMode.FILESYSTEM:
+                hostvol.stage_filesystem(
+                    device, staging, fs_type, mkfs_args=extra, mount_options=options, readonly=cap.mode.read_only
                 )
-            )
+
+        await self.inflight.run_in_thread((request.volume_id,), stage, what="NodeStageVolume")
         return csi_pb2.NodeStageVolumeResponse()
 
     async def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.staging_target_path, "staging_target_path")
-        staging = str(self.guard.check(request.staging_target_path))
+        staging = await guarded_path(self.guard, request.staging_target_path)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
-        with self.inflight.hold(request.volume_id):
-            exists = await in_thread(self.provider.volume_exists, request.volume_id)
-            device = await in_thread(self.provider.find_device, request.volume_id)
-            staged = await in_thread(hostmount.is_mountpoint, staging)
-            if not exists and device is None and not staged:
+
+        def unstage() -> None:
+            exists = self.provider.volume_exists(request.volume_id)
+            device = self.provider.find_device(request.volume_id)
+            if not exists and device is None and not hostmount.is_mountpoint(staging):
                 raise NotFound(f"volume {request.volume_id} does not exist")
-            await in_thread(hostvol.unstage, staging)
-            await in_thread(self.provider.detach_device, request.volume_id)
+            hostvol.unstage(staging)
+            self.provider.detach_device(request.volume_id)
+
+        await self.inflight.run_in_thread((request.volume_id,), unstage, what="NodeUnstageVolume")
         return csi_pb2.NodeUnstageVolumeResponse()
 
     # -- publish -----------------------------------------------------------------------------
@@ -114,27 +124,28 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require_text(request.staging_target_path, "staging_target_path")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        target = str(self.guard.check(request.target_path))
-        staging = str(self.guard.check(request.staging_target_path))
+        target = await guarded_path(self.guard, request.target_path)
+        staging = await guarded_path(self.guard, request.staging_target_path)
         if target == staging:
             raise InvalidArgument("target_path must differ from staging_target_path")
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         readonly = request.readonly or cap.mode.read_only
         await in_thread(self._known_volume, request.volume_id)
-        with self.inflight.hold(request.volume_id):
+
+        def publish() -> None:
             if cap.volume_mode is VolumeMode.BLOCK:
-                device = await in_thread(self.provider.find_device, request.volume_id)
+                device = self.provider.find_device(request.volume_id)
                 if device is None:
                     raise FailedPrecondition(f"volume {request.volume_id} is not staged on this node: stage it first")
-                await in_thread(self._single_writer, cap, device, "", target)
-                await in_thread(hostvol.publish_block, device, target, readonly)
-                return csi_pb2.NodePublishVolumeResponse()
-            staged = await in_thread(hostmount.find_by_target, staging)
+                self._single_writer(cap, device, "", target)
+                hostvol.publish_block(device, target, readonly)
+                return
+            staged = hostmount.find_by_target(staging)
             if staged is None:
                 raise FailedPrecondition(
                     f"volume {request.volume_id} is not staged at {staging}: NodeStageVolume must come first"
                 )
-            existing = await in_thread(hostmount.find_by_target, target)
+            existing = hostmount.find_by_target(target)
             if existing is not None:
                 if existing.major_minor != staged.major_minor:
                     raise AlreadyExists(f"{target} already has another volume mounted on it")
@@ -143,9 +154,11 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
                         f"volume {request.volume_id} is already published at {target} with readonly="
                         f"{not readonly}; unpublish it first"
                     )
-                return csi_pb2.NodePublishVolumeResponse()
-            await in_thread(self._single_writer, cap, staged.source, staged.major_minor, target)
-            await in_thread(hostvol.publish_bind, staging, target, readonly, options)
+                return
+            self._single_writer(cap, staged.source, staged.major_minor, target)
+            hostvol.publish_bind(staging, target, readonly, options)
+
+        await self.inflight.run_in_thread((request.volume_id,), publish, what="NodePublishVolume")
         return csi_pb2.NodePublishVolumeResponse()
 
     @staticmethod
@@ -168,21 +181,23 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        target = str(self.guard.check(request.target_path))
+        target = await guarded_path(self.guard, request.target_path)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
-        with self.inflight.hold(request.volume_id):
-            published = await in_thread(os.path.lexists, target)
-            if not published and not await in_thread(self.provider.volume_exists, request.volume_id):
+
+        def unpublish() -> None:
+            if not os.path.lexists(target) and not self.provider.volume_exists(request.volume_id):
                 raise NotFound(f"volume {request.volume_id} does not exist")
-            await in_thread(hostvol.unpublish, target)
+            hostvol.unpublish(target)
+
+        await self.inflight.run_in_thread((request.volume_id,), unpublish, what="NodeUnpublishVolume")
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     # -- stats and expansion -----------------------------------------------------------------
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = str(self.guard.check(request.volume_path))
+        path = await guarded_path(self.guard, request.volume_path)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         return await in_thread(self._stats, request.volume_id, path)
@@ -218,24 +233,28 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = str(self.guard.check(request.volume_path))
+        path = await guarded_path(self.guard, request.volume_path)
         if request.staging_target_path:
-            self.guard.check(request.staging_target_path)
+            await guarded_path(self.guard, request.staging_target_path)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         await in_thread(self._known_volume, request.volume_id)
         block = False
         if request.HasField("volume_capability"):
             block = capability(request.volume_capability).volume_mode is VolumeMode.BLOCK
-        with self.inflight.hold(request.volume_id):
-            size = await in_thread(self.provider.refresh_device, request.volume_id)
+
+        def expand() -> int:
+            size = self.provider.refresh_device(request.volume_id)
             if block or not os.path.isdir(path):
-                return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
-            info = await in_thread(hostmount.find_by_target, path)
+                return size
+            info = hostmount.find_by_target(path)
             if info is None:
                 raise NotFound(f"{path} is not a mounted volume on this node")
-            device = await in_thread(self.provider.find_device, request.volume_id)
-            await in_thread(hostvol.expand_online, device or info.source, path, info.fstype)
+            device = self.provider.find_device(request.volume_id)
+            hostvol.expand_online(device or info.source, path, info.fstype)
+            return size
+
+        size = await self.inflight.run_in_thread((request.volume_id,), expand, what="NodeExpandVolume")
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
 
     # -- info --------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def local_file_services(config: ServeConfig, metrics: Metrics) -> Services:
         online_expansion=True,
         offline_expansion=False,
     )
-    services = Services(identity=identity)
+    services = Services(identity=identity, inflight=inflight)
     if config.controller:
         provider = LocalFileProvider(registry)
         for fs in provider.list_filesystems():

@@ -144,8 +144,9 @@ class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         except NotFound as exc:
             raise InvalidArgument(f"File System does not exist: {exc.message}") from None
         spec = access_point_spec(params, request.name, size, source_snapshot_id=snapshot_id)
-        with self.inflight.hold(request.name, *([snapshot_id] if snapshot_id else [])):
-            ap = await in_thread(self.provider.create_access_point, spec)
+        ap = await self.inflight.run_in_thread(
+            (request.name, snapshot_id), self.provider.create_access_point, spec, what="CreateVolume"
+        )
         return csi_pb2.CreateVolumeResponse(volume=volume_message(ap, source_msg))
 
     async def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteVolumeResponse:
@@ -157,8 +158,10 @@ class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         # Only a dynamic volume (fs-ID::fsap-ID) owns its access point. Static volumes, with or
         # without a subpath, name data that someone else made: never deleted.
         if handle.ap_id and not handle.subpath:
-            with self.inflight.hold(request.volume_id):
-                await in_thread(self.provider.delete_access_point, handle.fs_id, handle.ap_id)
+            await self.inflight.run_in_thread(
+                (request.volume_id,), self.provider.delete_access_point, handle.fs_id, handle.ap_id,
+                what="DeleteVolume",
+            )
         return csi_pb2.DeleteVolumeResponse()
 
     async def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
@@ -248,8 +251,10 @@ class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             # A static volume has no capacity of its own to change; say yes, as there is nothing to do.
             await in_thread(self.provider.get_filesystem, handle.fs_id)
             return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=required, node_expansion_required=False)
-        with self.inflight.hold(request.volume_id):
-            ap = await in_thread(self.provider.expand_access_point, handle.fs_id, handle.ap_id, required)
+        ap = await self.inflight.run_in_thread(
+            (request.volume_id,), self.provider.expand_access_point, handle.fs_id, handle.ap_id, required,
+            what="ControllerExpandVolume",
+        )
         # The quota applies at once on every node: no NodeExpandVolume step.
         return csi_pb2.ControllerExpandVolumeResponse(capacity_bytes=ap.capacity_bytes, node_expansion_required=False)
 
@@ -264,6 +269,9 @@ class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 f"volume {request.source_volume_id} is a static volume; snapshots are taken of access point volumes "
                 "(fs-ID::fsap-ID), whose directory elastivol manages"
             )
-        with self.inflight.hold(request.name, request.source_volume_id):
-            snap = await in_thread(self.provider.create_snapshot, request.name, handle.fs_id, handle.ap_id, {})
+        snap = await self.inflight.run_in_thread(
+            (request.name, request.source_volume_id),
+            self.provider.create_snapshot, request.name, handle.fs_id, handle.ap_id, {},
+            what="CreateSnapshot",
+        )
         return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snap))

@@ -8,7 +8,15 @@ from typing import Protocol
 import grpc
 
 from elastivol.csi import csi_pb2, csi_pb2_grpc
-from elastivol.drivers.common import Capability, capability, in_thread, require, require_text, topology
+from elastivol.drivers.common import (
+    Capability,
+    capability,
+    guarded_path,
+    in_thread,
+    require,
+    require_text,
+    topology,
+)
 from elastivol.drivers.file.controller import check_file_capability
 from elastivol.errors import FailedPrecondition, NotFound, Unimplemented
 from elastivol.locks import InFlight
@@ -72,18 +80,21 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_file_capability(cap)
-        target = str(self.guard.check(request.target_path))
+        target = await guarded_path(self.guard, request.target_path)
         handle = parse_volume_handle(request.volume_id)
         options = self._mount_options(cap)
         readonly = request.readonly or cap.mode.read_only
         keys = [f"publish:{target}"]
         if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
             keys.append(request.volume_id)
-        with self.inflight.hold(*keys):
-            ap = await in_thread(self._resolve, handle)
+
+        def publish() -> None:
+            ap = self._resolve(handle)
             if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
-                await in_thread(self._single_writer, handle, ap, target)
-            await in_thread(self.provider.publish, handle.fs_id, handle.subpath, ap, target, readonly, options)
+                self._single_writer(handle, ap, target)
+            self.provider.publish(handle.fs_id, handle.subpath, ap, target, readonly, options)
+
+        await self.inflight.run_in_thread(keys, publish, what="NodePublishVolume")
         return csi_pb2.NodePublishVolumeResponse()
 
     def _single_writer(self, handle: VolumeHandle, ap: AccessPoint | None, target: str) -> None:
@@ -100,10 +111,11 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        target = str(self.guard.check(request.target_path))
+        target = await guarded_path(self.guard, request.target_path)
         parse_volume_handle(request.volume_id)
-        with self.inflight.hold(f"publish:{target}"):
-            await in_thread(self.provider.unpublish, target)
+        await self.inflight.run_in_thread(
+            (f"publish:{target}",), self.provider.unpublish, target, what="NodeUnpublishVolume"
+        )
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     # -- not offered ------------------------------------------------------------------------
@@ -120,7 +132,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = str(self.guard.check(request.volume_path))
+        path = await guarded_path(self.guard, request.volume_path)
         handle = parse_volume_handle(request.volume_id)
         return await in_thread(self._stats, handle, path)
 
