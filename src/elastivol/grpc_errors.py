@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+
 import grpc
 
 from elastivol import errors
+
+# A path on a filesystem that no longer answers: a FUSE daemon that died, a network server gone.
+# The host layer meets these wherever it touches a CO's path, so they are named once, here.
+_DEAD_FILESYSTEM = {errno.ENOTCONN, errno.ESTALE, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ETIMEDOUT}
 
 _CODES: tuple[tuple[type[errors.ElastivolError], grpc.StatusCode], ...] = (
     # Order matters: subclasses before their bases.
@@ -33,5 +39,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             if isinstance(exc, cls):
                 return code, exc.message
         return grpc.StatusCode.INTERNAL, exc.message
+    if isinstance(exc, OSError) and exc.errno in _DEAD_FILESYSTEM:
+        where = f" at {exc.filename}" if exc.filename else ""
+        return grpc.StatusCode.FAILED_PRECONDITION, (
+            f"the filesystem{where} does not answer ({exc.strerror}): a FUSE daemon or network filesystem "
+            "under this path has died; unmount it (umount -l) or restart what serves it, then retry"
+        )
     # Anything else is a bug: say so, without leaking internals beyond the exception's type.
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc}); see the plugin log"
