@@ -34,7 +34,7 @@ demo: deps venv
 	$(VENV)/bin/elastivol demo
 
 test: deps venv
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench scripts
