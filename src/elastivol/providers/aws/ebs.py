@@ -56,6 +56,9 @@ KMS_ACTIONS = "kms:CreateGrant, kms:Decrypt, kms:DescribeKey, kms:GenerateDataKe
 
 class EbsProvider:
     PAGE = 500  # DescribeVolumes page size (EC2's largest)
+    # EBS has no read-only attachment: as the EBS CSI driver does, the readonly attach is dropped
+    # (PUBLISH_READONLY is not offered) and read-only pods are enforced by the node's mounts.
+    readonly_attach = False
 
     def __init__(self, clients: AwsClients, settings: AwsSettings, *, cluster_id: str,
                  zones: list[str] | None = None, extra_tags: Mapping[str, str] | None = None) -> None:
@@ -330,7 +333,8 @@ class EbsProvider:
 
     # -- attach -----------------------------------------------------------------------------
     def attach(self, volume_id: str, node_id: str, readonly: bool) -> dict[str, str]:
-        # EBS attachments are always read-write; a read-only publication is enforced by the mount.
+        # EBS attachments are always read-write (readonly_attach is False); a read-only
+        # publication is enforced by the mount.
         return self.attacher.attach(volume_id, node_id)
 
     def detach(self, volume_id: str, node_id: str) -> None:
