@@ -73,7 +73,7 @@ class EbsProvider:
         self.ec2 = clients.client("ec2")
         self.view = Ec2View(self.ec2, settings)
         self.attacher = Attacher(self.ec2, self.view, settings)
-        self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags)
+        self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags, settings)
         self.modifier = ModifyCoalescer(self._send_modify, settings.modify_window)
         self._zones = list(zones or [])
         self._lock = threading.Lock()
