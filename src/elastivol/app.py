@@ -113,7 +113,7 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
     reconcile(pool, controller=config.controller, node=config.node)
     inflight = InFlight(pool.lock_dir)
     services = Services(
-        identity=Identity(BLOCK_DRIVER_NAME, pool.health, controller=config.controller), inflight=inflight
+        identity=Identity(BLOCK_DRIVER_NAME, pool.health), inflight=inflight
     )
     if config.controller:
         provider = LocalBlockProvider(pool, config.served_zones(), max_volumes_per_node=config.max_volumes_per_node)

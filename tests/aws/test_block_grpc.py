@@ -19,6 +19,7 @@ import pytest
 from elastivol.client import volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import fs as hostfs
+from elastivol.node import mount as hostmount
 from elastivol.providers.aws.ebs_model import client_token
 from tests.aws.support import ZONE_A, AwsServer, Disks, FakeImds, Moto, start_server
 from tests.helpers import Vol, expect_error, new_volume
@@ -338,3 +339,60 @@ def test_rejected_and_denied_credentials(work: Path, cluster_id: str) -> None:
         assert "ec2:CreateVolume" in probe and "ec2:CreateTags" in create
     finally:
         srv.stop()
+
+
+# -- the spec's tables on the aws provider (issue 13, item 3; the local side: tests/integration/test_spec_tables.py)
+def test_readonly_attach_is_dropped_as_the_ebs_driver_does(
+    server: AwsServer, work: Path, disks: Disks, node: str, raw_ec2: Any
+) -> None:
+    """EBS has no read-only attachment: PUBLISH_READONLY is not offered, ControllerPublishVolume's
+    readonly is ignored, and a blank volume published that way is formatted and staged read-write."""
+    client = server.client()
+    caps = client.controller.ControllerGetCapabilities(csi_pb2.ControllerGetCapabilitiesRequest()).capabilities
+    offered = {c.rpc.type for c in caps}
+    rpc = csi_pb2.ControllerServiceCapability.RPC
+    assert rpc.PUBLISH_UNPUBLISH_VOLUME in offered and rpc.PUBLISH_READONLY not in offered
+    vol = _vol(server, work, node, f"pvc-{uuid.uuid4().hex[:8]}", kind="xfs")
+    vol.controller_publish(readonly=True)
+    vol.controller_publish(readonly=False)  # the same attachment: no conflict to report
+    assert [a["InstanceId"] for a in raw_ec2.describe_volumes(VolumeIds=[vol.id])["Volumes"][0]["Attachments"]] == [node]
+    disks.attach(vol.id)
+    vol.stage()
+    vol.publish()
+    staged = hostmount.find_by_target(vol.staging)
+    assert staged is not None and not staged.read_only and hostfs.detect(disks.loops[vol.id]) == "xfs"
+    vol.down()
+    disks.detach(vol.id)
+    vol.delete()
+
+
+def test_node_calls_and_expansion_follow_the_spec_tables(server: AwsServer, work: Path, disks: Disks, node: str) -> None:
+    client = server.client()
+    vol = _vol(server, work, node, f"pvc-{uuid.uuid4().hex[:8]}", kind="xfs", size=2 * GiB)
+    vol.controller_publish()
+    disks.attach(vol.id, size_gib=2)
+    vol.stage()
+    vol.publish()
+    stats = client.node.NodeGetVolumeStats
+    expand = client.node.NodeExpandVolume
+    for path, words in (("some/path", "not absolute"), ("/etc", "outside the allowed roots"),
+                        (str(work / "kubelet" / "pods" / "nowhere"), "nothing is mounted")):
+        for method, request in ((stats, csi_pb2.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=path)),
+                                (expand, csi_pb2.NodeExpandVolumeRequest(volume_id=vol.id, volume_path=path))):
+            expect_error(grpc.StatusCode.NOT_FOUND, method, request, match=words)
+    expect_error(grpc.StatusCode.NOT_FOUND, stats, csi_pb2.NodeGetVolumeStatsRequest(
+        volume_id="vol-0123456789abcdef0", volume_path=str(vol.target)), match="is not at")
+    assert stats(csi_pb2.NodeGetVolumeStatsRequest(volume_id=vol.id, volume_path=str(vol.target))).usage
+    # A second stage that asks for another filesystem is ALREADY_EXISTS, as on the local provider.
+    other = csi_pb2.NodeStageVolumeRequest(
+        volume_id=vol.id, staging_target_path=str(vol.staging), volume_capability=volume_capability(fs_type="ext4"),
+        publish_context=vol.publish_context)
+    expect_error(grpc.StatusCode.ALREADY_EXISTS, client.node.NodeStageVolume, other, match="as xfs, not ext4")
+    # ControllerExpandVolume to the current size or less: the current size.
+    for asked in (GiB, 2 * GiB):
+        resp = client.controller.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+            volume_id=vol.id, capacity_range=csi_pb2.CapacityRange(required_bytes=asked)))
+        assert resp.capacity_bytes == 2 * GiB
+    vol.down()
+    disks.detach(vol.id)
+    vol.delete()

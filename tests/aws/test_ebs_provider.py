@@ -138,7 +138,9 @@ def test_zone_mismatch_is_refused(cluster: str, make_instance: Instance) -> None
 
 
 def test_snapshots_restore_and_clone(cluster: str, raw_ec2: Any, moto: Moto) -> None:
-    ebs = provider(cluster, FaultConfig(snapshot_pending_polls=2))
+    # Three pending polls: CreateSnapshot itself describes the new snapshot once (it returns only
+    # when EC2 shows it), the second create finds it, and the first get still sees it pending.
+    ebs = provider(cluster, FaultConfig(snapshot_pending_polls=3))
     ebs.snaps.PAGE = 2
     src = ebs.create_volume(spec("pvc-src", 2))
     snap = ebs.create_snapshot("snapshot-1", src.id, {"team": "storage"})
@@ -163,6 +165,19 @@ def test_snapshots_restore_and_clone(cluster: str, raw_ec2: Any, moto: Moto) -> 
     temp = raw_ec2.describe_snapshots(Filters=[{"Name": "tag:elastivol.io/clone-for", "Values": ["pvc-clone"]}])
     assert temp["Snapshots"] == [], "the clone's temporary snapshot is deleted"
     ebs.delete_snapshot(snap.id)
+    ebs.delete_snapshot(snap.id)
+
+
+def test_a_new_snapshot_is_found_at_once_despite_eventual_consistency(
+    cluster: str, aws_env: dict[str, str]
+) -> None:
+    """EC2 hides a new snapshot from a few Describe calls; CreateSnapshot returns only once it is
+    shown, so a CO that lists or gets it right after creating it finds it."""
+    ebs = provider(cluster, FaultConfig(consistency_lag=3))
+    src = ebs.create_volume(spec("pvc-lagged", 1))
+    snap = ebs.create_snapshot("snapshot-lagged", src.id, {})
+    assert ebs.get_snapshot(snap.id).id == snap.id
+    assert snap.id in {s.id for s in ebs.list_snapshots()}
     ebs.delete_snapshot(snap.id)
 
 

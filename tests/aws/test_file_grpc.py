@@ -100,6 +100,10 @@ def test_access_point_lifecycle_with_every_parameter(server: AwsServer, work: Pa
     grown = client.controller.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
         volume_id=vol.volume_id, capacity_range=csi_pb2.CapacityRange(required_bytes=8 << 30)))
     assert grown.capacity_bytes == 8 << 30 and not grown.node_expansion_required
+    # At or below the current capacity: the current capacity, and the recorded tag is left alone.
+    smaller = client.controller.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+        volume_id=vol.volume_id, capacity_range=csi_pb2.CapacityRange(required_bytes=6 << 30)))
+    assert smaller.capacity_bytes == 8 << 30
 
     for target in (first, second):
         unpublish(client, vol.volume_id, target)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from elastivol.csi import csi_pb2
-from elastivol.errors import Aborted, Exhausted, InvalidArgument
+from elastivol.errors import Aborted, Exhausted, InvalidArgument, NotFound
 from elastivol.node.paths import PathGuard
 from elastivol.providers.types import K8S_ZONE_KEY, ZONE_KEY, AccessMode, VolumeMode
 
@@ -152,6 +152,18 @@ async def guarded_path(guard: PathGuard, path: str) -> str:
     """``guard.check(path)`` off the event loop: resolving a path stats every component, and a
     hung mount (a stopped FUSE daemon, a dead NFS server) on the way must stall only this call."""
     return str(await asyncio.to_thread(guard.check, path))
+
+
+async def volume_path(guard: PathGuard, volume_id: str, path: str) -> str:
+    """The ``volume_path`` of NodeGetVolumeStats / NodeExpandVolume, checked like any path.
+
+    For these two calls the spec's table has one answer for a path that cannot hold the volume
+    (relative, outside the allowed roots): NOT_FOUND, no volume with that id is at that path.
+    """
+    try:
+        return await guarded_path(guard, path)
+    except InvalidArgument as exc:
+        raise NotFound(f"volume {volume_id[:80]!r} is not at {path[:200]!r}: {exc.message}") from None
 
 
 def known_keys(params: Iterable[str], allowed: Iterable[str], prefixes: Iterable[str] = ()) -> None:

@@ -25,16 +25,15 @@ class Identity(csi_pb2_grpc.IdentityServicer):
         name: str,
         health: Callable[[], Health],
         *,
-        controller: bool,
         topology: bool = True,
         online_expansion: bool = True,
         offline_expansion: bool = True,
     ) -> None:
         self.name = name
         self.health = health
-        caps = []
-        if controller:
-            caps.append(csi_pb2.PluginCapability(service=_SERVICE(type=_SERVICE.CONTROLLER_SERVICE)))
+        # The plugin has a controller service whichever part this process serves (as the EBS driver
+        # answers): a CO asking a node plugin must still know to call ControllerPublishVolume first.
+        caps = [csi_pb2.PluginCapability(service=_SERVICE(type=_SERVICE.CONTROLLER_SERVICE))]
         if topology:
             caps.append(csi_pb2.PluginCapability(service=_SERVICE(type=_SERVICE.VOLUME_ACCESSIBILITY_CONSTRAINTS)))
         if online_expansion:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from elastivol import crashpoints
-from elastivol.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from elastivol.node import fs, mount
 
 log = logging.getLogger("elastivol.node.volume")
@@ -69,10 +69,15 @@ def stage_filesystem(
     mount_options: Sequence[str] = (),
     readonly: bool = False,
 ) -> StageResult:
-    """Format ``device`` if blank, mount it at ``staging_path``, grow it if the device grew."""
+    """Format ``device`` if blank, mount it at ``staging_path``, grow it if the device grew.
+
+    A device attached read-only (ControllerPublishVolume ``readonly``) is mounted read-only;
+    a blank one is refused, since it cannot be formatted.
+    """
     device_id = _device_id(device)
+    attached_read_only = device_read_only(device)
     options = list(mount_options)
-    if readonly:
+    if readonly or attached_read_only:
         options.append("ro")
     read_only_mount = bool(mount.parse_options(options, allow_privileged=True)[0] & mount.MS_RDONLY)
 
@@ -83,9 +88,18 @@ def stage_filesystem(
                 f"{staging_path} already has another filesystem mounted on it ({current.source}); "
                 "unstage that volume first"
             )
+        # Same volume, staged before: the same request is a no-op, a different one is the spec's
+        # ALREADY_EXISTS (the kubelet restages with the same capability after every restart).
         if current.fstype != fs_type:
-            raise FailedPrecondition(
-                f"{device} is already staged at {staging_path} as {current.fstype}, not {fs_type}"
+            raise AlreadyExists(
+                f"the volume is already staged at {staging_path} as {current.fstype}, not {fs_type}; "
+                "unstage it first to stage it differently"
+            )
+        differs = _stage_flags_differ(current, options)
+        if differs:
+            raise AlreadyExists(
+                f"the volume is already staged at {staging_path} with {differs}; unstage it first to stage it "
+                "with other mount options or another access mode"
             )
         grown = not current.read_only and _grow_if_smaller(device, staging_path, fs_type, GROW_SLACK)
         return StageResult(formatted=False, grown=grown, fs_type=fs_type)
@@ -93,6 +107,11 @@ def stage_filesystem(
     found = fs.detect(device)
     formatted = False
     if found is None:
+        if attached_read_only:
+            raise FailedPrecondition(
+                f"{device} is blank and attached read-only (ControllerPublishVolume readonly=true), so it cannot "
+                "be formatted: attach it read-write once to create its filesystem, or restore it from a snapshot"
+            )
         if read_only_mount:
             raise FailedPrecondition(
                 f"{device} is blank and the volume is to be mounted read-only, so it cannot be formatted; "
@@ -163,6 +182,11 @@ def publish_block(device: str, target_file: str, readonly: bool) -> None:
     if existing is not None:
         st = os.stat(target_file)
         if stat.S_ISBLK(st.st_mode) and f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" == device_id:
+            if existing.read_only != readonly:
+                raise AlreadyExists(
+                    f"the volume is already published at {target_file} with readonly={existing.read_only}; "
+                    f"unpublish it first to publish it with readonly={readonly}"
+                )
             return
         raise FailedPrecondition(f"{target_file} already has another mount on it; unpublish it first")
     os.makedirs(os.path.dirname(target_file), mode=_DIR_MODE, exist_ok=True)
@@ -205,3 +229,55 @@ def expand_online(device: str, mountpoint: str, fs_type: str) -> int:
     """Grow the mounted filesystem to its device's size; returns the filesystem's new size."""
     _grow_if_smaller(device, mountpoint, fs_type, 0)
     return fs.fs_size_bytes(device, fs_type, mountpoint=mountpoint)
+
+
+def is_mount_of(info: mount.MountInfo, path: str, device: str) -> bool:
+    """Whether the mount ``info`` at ``path`` is of ``device``: its filesystem (a stage or a
+    publication of it), or the device node itself bound onto a file (a raw block publication)."""
+    device_id = _device_id(device)
+    if info.major_minor == device_id:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISBLK(st.st_mode) and f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" == device_id
+
+
+def device_read_only(device: str) -> bool:
+    """Whether the kernel has ``device`` read-only (a loop device attached read-only, say)."""
+    st = os.stat(device)
+    try:
+        with open(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/ro") as fh:
+            return fh.read().strip() == "1"
+    except OSError:
+        return False  # no sysfs entry (not a block device we can ask): treat as writable
+
+
+def _atime_mode(flags: int) -> str:
+    if flags & mount.MS_NOATIME:
+        return "noatime"
+    if flags & mount.MS_STRICTATIME:
+        return "strictatime"
+    return "relatime"
+
+
+def _stage_flags_differ(current: mount.MountInfo, wanted: Sequence[str]) -> str:
+    """How the per-mount flags of ``current`` differ from the options a stage asks for ("" if they
+    agree). Only flags the mount table shows reliably are compared: ro, noexec, nodiratime and the
+    atime mode. Filesystem options are not: the kernel rewrites and adds to them."""
+    asked = mount.parse_options(wanted, allow_privileged=True)[0]
+    words = current.options.split(",")
+    # Words the parser takes as flags (its data string stays empty for them); the rest are not ours.
+    flag_words = [w for w in words if w and not mount.parse_options([w], allow_privileged=True)[1]]
+    have = mount.parse_options(flag_words, allow_privileged=True)[0]
+    if "relatime" not in words and not have & mount.MS_NOATIME:
+        have |= mount.MS_STRICTATIME  # the table shows strictatime as the absence of the others
+    diffs = []
+    for bit, on, off in ((mount.MS_RDONLY, "ro", "rw"), (mount.MS_NOEXEC, "noexec", "exec"),
+                         (mount.MS_NODIRATIME, "nodiratime", "diratime")):
+        if asked & bit != have & bit:
+            diffs.append(f"{on if have & bit else off} (asked: {on if asked & bit else off})")
+    if _atime_mode(asked) != _atime_mode(have):
+        diffs.append(f"{_atime_mode(have)} (asked: {_atime_mode(asked)})")
+    return ", ".join(diffs)

@@ -53,6 +53,10 @@ class Volume:
 class BlockProvider(Protocol):
     """Controller-side operations. Every method is synchronous and idempotent."""
 
+    # Whether ``attach(readonly=True)`` makes the device read-only on the node (a loop device can
+    # be; an EBS attachment cannot). Without it the driver does not offer PUBLISH_READONLY.
+    readonly_attach: bool
+
     def health(self) -> Health: ...
     def zones(self) -> list[str]: ...
     def create_volume(self, spec: VolumeSpec) -> Volume: ...

@@ -75,9 +75,12 @@ def test_identity_and_capabilities(client: CsiClient, client_b: CsiClient) -> No
         got = c.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
         assert got.node_id == node
         assert got.accessible_topology.segments["topology.kubernetes.io/zone"] == zone
-    # node-b is a node plugin only.
+    # node-b is a node plugin only, yet it says the plugin has a controller service (served on the
+    # controller's socket), as a CO asking the node's socket must learn.
     expect_error(grpc.StatusCode.UNIMPLEMENTED, client_b.controller.ControllerGetCapabilities,
                  csi_pb2.ControllerGetCapabilitiesRequest())
+    caps_b = client_b.identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest()).capabilities
+    assert {c.service.type for c in caps_b if c.HasField("service")} == services
     expect_error(grpc.StatusCode.UNIMPLEMENTED, client.controller.ControllerPublishVolume,
                  csi_pb2.ControllerPublishVolumeRequest(volume_id="x", node_id="node-a"))
 

@@ -223,7 +223,9 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         if not ids.is_node_id(request.node_id):
             raise NotFound(f"node {request.node_id[:80]!r} does not exist")
-        readonly = request.readonly or cap.mode.read_only
+        # Without PUBLISH_READONLY the field is not ours to honour (a CO sets it only when offered);
+        # a reader-only access mode still makes the attachment read-only where that exists.
+        readonly = (request.readonly and self.provider.readonly_attach) or cap.mode.read_only
 
         async def publish() -> dict[str, str]:
             volume = await in_thread(self.provider.get_volume, request.volume_id)
@@ -337,6 +339,8 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         caps = [
             csi_pb2.ControllerServiceCapability(rpc=csi_pb2.ControllerServiceCapability.RPC(type=t))
             for t in CONTROLLER_CAPABILITIES
+            # Offered only where an attachment can really be read-only (see BlockProvider).
+            if t != _RPC.PUBLISH_READONLY or self.provider.readonly_attach
         ]
         return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=caps)
 
@@ -360,10 +364,15 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             new_size = -(-required // GiB) * GiB
             if limit and new_size > limit:
                 raise OutOfRange(f"{required} bytes rounded to whole GiB ({new_size}) exceeds limit_bytes {limit}")
-            if new_size < volume.size_bytes:
-                raise OutOfRange(
-                    f"volumes can only grow: {volume.id} is {volume.size_bytes} bytes, {new_size} was asked"
-                )
+            if new_size <= volume.size_bytes:
+                # Already at least that big (a retry, or a resizer that lost track): nothing to do,
+                # and the answer is the size the volume has. Volumes never shrink.
+                if limit and volume.size_bytes > limit:
+                    raise OutOfRange(
+                        f"volume {volume.id} is already {volume.size_bytes} bytes, more than limit_bytes {limit}; "
+                        "volumes cannot shrink"
+                    )
+                return volume
             _min_gib, max_gib = size_limits_gib(params.volume_type)
             if new_size > max_gib * GiB:
                 raise OutOfRange(

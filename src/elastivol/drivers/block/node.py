@@ -17,6 +17,7 @@ from elastivol.drivers.common import (
     require,
     require_text,
     topology,
+    volume_path,
 )
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.locks import InFlight
@@ -86,11 +87,19 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         publish_context = dict(request.publish_context)
 
         def stage() -> None:
+            attached_before = self.provider.find_device(request.volume_id) is not None
             device = self.provider.attach_device(request.volume_id, publish_context)
             if cap.volume_mode is VolumeMode.FILESYSTEM:
-                hostvol.stage_filesystem(
-                    device, staging, fs_type, mkfs_args=extra, mount_options=options, readonly=cap.mode.read_only
-                )
+                try:
+                    hostvol.stage_filesystem(
+                        device, staging, fs_type, mkfs_args=extra, mount_options=options, readonly=cap.mode.read_only
+                    )
+                except FailedPrecondition:
+                    # Refused (a blank read-only attachment, say): leave no device behind that this
+                    # call attached and nothing uses, so a read-write attach can follow.
+                    if not attached_before and not hostmount.find_by_source(device):
+                        self.provider.detach_device(request.volume_id)
+                    raise
 
         await self.inflight.run_in_thread((request.volume_id,), stage, what="NodeStageVolume")
         return csi_pb2.NodeStageVolumeResponse()
@@ -197,20 +206,29 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = await guarded_path(self.guard, request.volume_path)
+        path = await volume_path(self.guard, request.volume_id, request.volume_path)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         return await in_thread(self._stats, request.volume_id, path)
 
-    def _stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+    def _mount_of(self, volume_id: str, path: str) -> hostmount.MountInfo:
+        """The mount at ``path``, if it holds ``volume_id``; NOT_FOUND (the spec's answer) if not."""
         info = hostmount.find_by_target(path)
         if info is None:
-            raise NotFound(f"{path} is not a mounted volume on this node")
-        abnormal = ""
-        if not self.provider.volume_exists(volume_id):
-            abnormal = f"volume {volume_id} no longer exists in the pool"
-        elif self.provider.find_device(volume_id) is None:
-            abnormal = f"volume {volume_id} has no device attached on this node"
+            raise NotFound(f"volume {volume_id} is not at {path}: nothing is mounted there on this node")
+        device = self.provider.find_device(volume_id)
+        if device is None:
+            if not self.provider.volume_exists(volume_id):
+                raise NotFound(f"volume {volume_id} does not exist (and so is not at {path})")
+            raise NotFound(f"volume {volume_id} is not at {path}: it is not attached to this node")
+        if not hostvol.is_mount_of(info, path, device):
+            raise NotFound(f"volume {volume_id} is not at {path}: what is mounted there ({info.source}) is another volume")
+        return info
+
+    def _stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+        self._mount_of(volume_id, path)
+        # Still mounted here but gone from the backend: answer, and say so in the condition.
+        abnormal = "" if self.provider.volume_exists(volume_id) else f"volume {volume_id} no longer exists in the pool"
         condition = csi_pb2.VolumeCondition(abnormal=bool(abnormal), message=abnormal or "healthy")
         usage: list[csi_pb2.VolumeUsage] = []
         if os.path.isdir(path):
@@ -233,23 +251,18 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = await guarded_path(self.guard, request.volume_path)
+        path = await volume_path(self.guard, request.volume_id, request.volume_path)
         if request.staging_target_path:
             await guarded_path(self.guard, request.staging_target_path)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         await in_thread(self._known_volume, request.volume_id)
-        block = False
-        if request.HasField("volume_capability"):
-            block = capability(request.volume_capability).volume_mode is VolumeMode.BLOCK
 
         def expand() -> int:
+            info = self._mount_of(request.volume_id, path)
             size = self.provider.refresh_device(request.volume_id)
-            if block or not os.path.isdir(path):
-                return size
-            info = hostmount.find_by_target(path)
-            if info is None:
-                raise NotFound(f"{path} is not a mounted volume on this node")
+            if not os.path.isdir(path):
+                return size  # raw block: the device is the volume, nothing to grow on it
             device = self.provider.find_device(request.volume_id)
             hostvol.expand_online(device or info.source, path, info.fstype)
             return size

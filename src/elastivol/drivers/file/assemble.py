@@ -37,7 +37,6 @@ def local_file_services(config: ServeConfig, metrics: Metrics) -> Services:
     identity = Identity(
         FILE_DRIVER_NAME,
         lambda: pool_health(pool),
-        controller=config.controller,
         topology=True,
         online_expansion=True,
         offline_expansion=False,

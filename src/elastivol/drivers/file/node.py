@@ -16,9 +16,10 @@ from elastivol.drivers.common import (
     require,
     require_text,
     topology,
+    volume_path,
 )
 from elastivol.drivers.file.controller import check_file_capability
-from elastivol.errors import FailedPrecondition, NotFound, Unimplemented
+from elastivol.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
 from elastivol.node import mount as hostmount
 from elastivol.node.paths import PathGuard
@@ -132,8 +133,12 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = await guarded_path(self.guard, request.volume_path)
-        handle = parse_volume_handle(request.volume_id)
+        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        try:
+            handle = parse_volume_handle(request.volume_id)
+        except InvalidArgument as exc:
+            # Not a volume id this driver could have made: no such volume, at any path.
+            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist: {exc.message}") from None
         return await in_thread(self._stats, handle, path)
 
     def _stats(self, handle: VolumeHandle, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
@@ -145,6 +150,9 @@ class FileNode(csi_pb2_grpc.NodeServicer):
             ap = self._resolve(handle)
         except NotFound as exc:
             abnormal = f"{exc.message} (the volume is still mounted here)"
+        holds = getattr(self.provider, "holds", None)
+        if not abnormal and holds is not None and not holds(handle.fs_id, handle.subpath, ap, path):
+            raise NotFound(f"volume {handle.volume_id} is not at {path}: another directory is mounted there")
         usage: FileUsage = self.provider.usage(handle.fs_id, ap, path)
         message = abnormal or "healthy"
         if not abnormal and not usage.exact:

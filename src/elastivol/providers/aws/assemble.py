@@ -72,8 +72,8 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
     if config.controller:
         provider = EbsProvider(clients, settings, cluster_id=config.cluster_id, zones=config.served_zones(),
                                extra_tags=config.extra_volume_tags)
-    services = Services(identity=Identity(BLOCK_DRIVER_NAME, provider.health if provider else _ready,
-                                          controller=config.controller), inflight=inflight)
+    services = Services(identity=Identity(BLOCK_DRIVER_NAME, provider.health if provider else _ready),
+                        inflight=inflight)
     if provider is not None:
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
     if config.node and identity is not None:
@@ -99,8 +99,8 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
     provider = None
     if config.controller:
         provider = EfsProvider(clients, settings, cluster_id=config.cluster_id, mounter=mounter)
-    identity_service = Identity(FILE_DRIVER_NAME, provider.health if provider else _ready, controller=config.controller,
-                                topology=True, online_expansion=True, offline_expansion=False)
+    identity_service = Identity(FILE_DRIVER_NAME, provider.health if provider else _ready, topology=True,
+                                online_expansion=True, offline_expansion=False)
     services = Services(identity=identity_service, inflight=inflight)
     if provider is not None:
         services.controller = FileController(provider, inflight, default_size=config.default_volume_size)

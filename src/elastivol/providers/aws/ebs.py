@@ -56,6 +56,9 @@ KMS_ACTIONS = "kms:CreateGrant, kms:Decrypt, kms:DescribeKey, kms:GenerateDataKe
 
 class EbsProvider:
     PAGE = 500  # DescribeVolumes page size (EC2's largest)
+    # EBS has no read-only attachment: as the EBS CSI driver does, the readonly attach is dropped
+    # (PUBLISH_READONLY is not offered) and read-only pods are enforced by the node's mounts.
+    readonly_attach = False
 
     def __init__(self, clients: AwsClients, settings: AwsSettings, *, cluster_id: str,
                  zones: list[str] | None = None, extra_tags: Mapping[str, str] | None = None) -> None:
@@ -70,7 +73,7 @@ class EbsProvider:
         self.ec2 = clients.client("ec2")
         self.view = Ec2View(self.ec2, settings)
         self.attacher = Attacher(self.ec2, self.view, settings)
-        self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags)
+        self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags, settings)
         self.modifier = ModifyCoalescer(self._send_modify, settings.modify_window)
         self._zones = list(zones or [])
         self._lock = threading.Lock()
@@ -330,7 +333,8 @@ class EbsProvider:
 
     # -- attach -----------------------------------------------------------------------------
     def attach(self, volume_id: str, node_id: str, readonly: bool) -> dict[str, str]:
-        # EBS attachments are always read-write; a read-only publication is enforced by the mount.
+        # EBS attachments are always read-write (readonly_attach is False); a read-only
+        # publication is enforced by the mount.
         return self.attacher.attach(volume_id, node_id)
 
     def detach(self, volume_id: str, node_id: str) -> None:

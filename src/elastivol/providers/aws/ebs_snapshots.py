@@ -7,10 +7,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
+from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, NotFound, Unavailable
 from elastivol.providers.aws.awserrors import call, code_of
 from elastivol.providers.aws.ebs_model import CLUSTER_TAG, SNAPSHOT_NAME_TAG, tag_list, to_snapshot
 from elastivol.providers.aws.ec2view import Ec2View, Obj
+from elastivol.providers.aws.settings import AwsSettings
+from elastivol.providers.aws.waits import poll
 from elastivol.providers.types import Snapshot
 
 log = logging.getLogger("elastivol.aws.snapshots")
@@ -19,8 +21,10 @@ log = logging.getLogger("elastivol.aws.snapshots")
 class Snapshots:
     PAGE = 1000  # DescribeSnapshots page size (EC2's largest)
 
-    def __init__(self, ec2: Any, view: Ec2View, cluster_id: str, extra_tags: Mapping[str, str]) -> None:
+    def __init__(self, ec2: Any, view: Ec2View, cluster_id: str, extra_tags: Mapping[str, str],
+                 settings: AwsSettings | None = None) -> None:
         self.ec2 = ec2
+        self.settings = settings or AwsSettings()
         self.view = view
         self.cluster_id = cluster_id
         self.extra_tags = dict(extra_tags)
@@ -55,9 +59,25 @@ class Snapshots:
             Description=f"Created by elastivol for {name}"[:255],
             TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(all_tags)}],
         )
+        snapshot_id = str(resp["SnapshotId"])
         with self._lock:
-            self._recent[name] = str(resp["SnapshotId"])
-        return to_snapshot(resp)
+            self._recent[name] = snapshot_id
+        return to_snapshot(self._wait_visible(snapshot_id, resp))
+
+    def _wait_visible(self, snapshot_id: str, created: Obj) -> Obj:
+        """Return once DescribeSnapshots shows the new snapshot: EC2 is eventually consistent, and a
+        CO that lists or gets a snapshot it was just told about must find it (read your writes)."""
+
+        def slow() -> Unavailable:
+            return Unavailable(
+                f"snapshot {snapshot_id} was created but EC2 does not show it yet after "
+                f"{self.settings.create_timeout:.0f}s; CreateSnapshot will be retried and find it by its name"
+            )
+
+        s = self.settings
+        seen = poll(lambda: self.view.snapshot(snapshot_id), timeout=s.create_timeout, initial=s.poll_initial,
+                    maximum=s.poll_max, on_timeout=slow)
+        return seen or created
 
     def _existing(self, name: str) -> Obj | None:
         with self._lock:

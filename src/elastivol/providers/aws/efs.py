@@ -308,6 +308,8 @@ class EfsProvider:
     # -- capacity ---------------------------------------------------------------------------
     def expand_access_point(self, fs_id: str, ap_id: str, new_size_bytes: int) -> AccessPoint:
         ap = self.get_access_point(fs_id, ap_id)
+        if new_size_bytes <= ap.capacity_bytes:
+            return ap  # already that big: a capacity never shrinks
         call(self.efs, "TagResource", ResourceId=ap_id, Tags=tag_list({CAPACITY_TAG: str(new_size_bytes)}))
         return dataclasses.replace(ap, capacity_bytes=new_size_bytes,
                                    tags={**ap.tags, CAPACITY_TAG: str(new_size_bytes)})

@@ -92,6 +92,8 @@ def _snapshot_from_record(rec: dict[str, Any]) -> Snapshot:
 class LocalBlockProvider:
     """Controller side of the local block provider."""
 
+    readonly_attach = True  # a read-only attachment is a read-only loop device on the node
+
     def __init__(self, pool: Pool, zones: list[str], *, max_volumes_per_node: int = 0) -> None:
         if not zones:
             raise InvalidArgument("the local block provider needs at least one zone (--zone or --zones)")

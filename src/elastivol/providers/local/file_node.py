@@ -133,6 +133,16 @@ class LocalFileNode:
                 found.append(m.target)
         return found
 
+    def holds(self, fs_id: str, subpath: str, access_point: AccessPoint | None, path: str) -> bool:
+        """Whether ``path`` is the volume's directory (the same inode), as a stats call must check."""
+        fs = self.registry.get_filesystem(fs_id)
+        try:
+            with file_tree.opened(fs.root, self._relative(access_point, subpath)) as fd:
+                st = os.fstat(fd)
+        except FileNotFoundError:
+            return False
+        return self._identity(path) == DirIdentity(st.st_dev, st.st_ino)
+
     def unpublish(self, target: str) -> None:
         hostmount.unmount_all(target)
         try:
