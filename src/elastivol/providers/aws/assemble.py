@@ -71,7 +71,7 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
     provider = None
     if config.controller:
         provider = EbsProvider(clients, settings, cluster_id=config.cluster_id, zones=config.served_zones(),
-                               extra_tags=config.extra_volume_tags)
+                               extra_tags=config.extra_volume_tags, max_volumes_per_node=config.max_volumes_per_node)
     services = Services(identity=Identity(BLOCK_DRIVER_NAME, provider.health if provider else _ready,
                                           controller=config.controller))
     if provider is not None:
