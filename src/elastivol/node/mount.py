@@ -148,7 +148,9 @@ def _parse_line(line: bytes) -> MountInfo:
 
 
 def parse_mountinfo(data: bytes) -> list[MountInfo]:
-    return [_parse_line(line) for line in data.splitlines() if line]
+    # Only "\n" ends a line: the kernel escapes it in paths but not "\r", which splitlines()
+    # would also split on, so one path with a carriage return would break every read.
+    return [_parse_line(line) for line in data.split(b"\n") if line]
 
 
 def mounts() -> list[MountInfo]:
