@@ -41,6 +41,7 @@ crashpoints.register(
     "snapshot.after_copy",
     "expand.after_image",
     "attach.before_record",
+    "freeze.while_frozen",
 )
 
 
@@ -291,8 +292,16 @@ class LocalBlockProvider:
         if not mountpoint:
             yield "crash"
             return
-        with hostfs.frozen(mountpoint):
-            yield "filesystem"
+        # A marker written before the freeze and removed after the thaw: a process killed in
+        # between leaves the filesystem frozen (the kernel keeps it so), and start-up recovery
+        # finds the marker and thaws it. See recovery.scan_frozen.
+        marker = self.pool.freeze_marker(mountpoint)
+        try:
+            with hostfs.frozen(mountpoint):
+                crashpoints.hit("freeze.while_frozen")
+                yield "filesystem"
+        finally:
+            marker.unlink(missing_ok=True)
 
     def _staged_mountpoint(self, image: Path) -> str:
         """Where the image is mounted on this host (its staging path), or ''."""

@@ -44,6 +44,8 @@ ATTACH_LOCK = "pool-attachments.lock"
 # A create holds its size as a sparse file of that size in images/ until its image is in place.
 # The name contains ".img.partial", so start-up recovery sweeps one a crash left behind.
 RESERVATION_SUFFIX = ".img.partial.reserved"
+# locks/frozen-<major>-<minor>-<pid>.json: a filesystem this pool's process is freezing (for a snapshot).
+FROZEN_PREFIX = "frozen-"
 POOL_SCHEMA = 1
 DEFAULT_POOL_SIZE = 20 * GiB
 POOL_FILESYSTEMS = ("xfs", "btrfs")
@@ -297,6 +299,16 @@ class Pool:
             yield
         finally:
             path.unlink(missing_ok=True)
+
+    def freeze_marker(self, mountpoint: str) -> Path:
+        """Record, before freezing ``mountpoint``, which filesystem is about to be frozen (its
+        device number, so recovery thaws that filesystem and no other); returns the marker."""
+        device = mount.find_by_target(mountpoint)
+        major_minor = device.major_minor if device is not None else ""
+        path = self.lock_dir / f"{FROZEN_PREFIX}{major_minor.replace(':', '-') or 'unknown'}-{os.getpid()}-{threading.get_ident()}.json"
+        atomic_write_json(path, {"schema": POOL_SCHEMA, "kind": "frozen", "data": {
+            "mountpoint": mountpoint, "major_minor": major_minor, "pid": os.getpid(), "at": time.time()}})
+        return path
 
     def image_path(self, volume_id: str) -> Path:
         return self.images / f"{volume_id}.img"
