@@ -7,6 +7,7 @@ import errno
 import grpc
 
 from elastivol import errors
+from elastivol.logs import scrub
 
 # A path on a filesystem that no longer answers: a FUSE daemon that died, a network server gone.
 # The host layer meets these wherever it touches a CO's path, so they are named once, here.
@@ -30,7 +31,13 @@ _CODES: tuple[tuple[type[errors.ElastivolError], grpc.StatusCode], ...] = (
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The code and the message a client sees for ``exc``."""
+    """The code and the message a client sees for ``exc`` (secret values the process knows of
+    scrubbed: a CO records messages in events and logs)."""
+    code, message = _status_for(exc)
+    return code, scrub(message)
+
+
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, NotImplementedError):
         # The generated servicer base raises this for an RPC a driver does not offer.
         return grpc.StatusCode.UNIMPLEMENTED, "this driver does not offer this call"

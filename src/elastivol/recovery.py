@@ -13,6 +13,7 @@ looks exactly like a crashed one, and its shared lock is what tells them apart.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elastivol import ids
-from elastivol.node import loop, mount
-from elastivol.providers.local.pool import Pool
+from elastivol.node import fs, loop, mount
+from elastivol.providers.local.pool import FROZEN_PREFIX, Pool
 
 log = logging.getLogger("elastivol.recovery")
 
@@ -103,6 +104,7 @@ def scan_pool(pool: Pool) -> list[Finding]:
         if ids.is_snapshot_id(snapshot_id) and snapshot_id not in snapshots:
             out.append(Finding("orphan-snapshot-image", str(entry), "snapshot image without a record",
                                f"elastivol doctor {where} --fix (or rm {entry})", _unlink(entry)))
+    out += scan_frozen(pool)
     for store in (pool.volumes, pool.snapshots, pool.nodes):
         out += _temp_files(store.directory)
         for problem in store.problems:
@@ -110,6 +112,40 @@ def scan_pool(pool: Pool) -> list[Finding]:
                                f"elastivol doctor {where} --fix moves it to {pool.directory / 'quarantine'}",
                                _quarantine(pool, Path(problem.path))))
     return out
+
+
+def scan_frozen(pool: Pool) -> list[Finding]:
+    """Filesystems a snapshot froze and a killed process never thawed (its marker is still there).
+
+    Writes to a frozen filesystem block until it is thawed, so a pod on it hangs: the fix thaws it
+    (through any mount of the same device) and drops the marker. Run only while the pool is
+    quiesced: a live snapshot's freeze looks the same.
+    """
+    out = []
+    for marker in sorted(pool.lock_dir.glob(f"{FROZEN_PREFIX}*.json")):
+        try:
+            data = json.loads(marker.read_bytes())["data"]
+            mountpoint, major_minor = str(data["mountpoint"]), str(data["major_minor"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            out.append(Finding("bad-freeze-marker", str(marker), f"unreadable ({exc})",
+                               f"check whether a volume's filesystem is frozen (fsfreeze -u), then rm {marker}"))
+            continue
+        out.append(Finding("frozen-filesystem", mountpoint,
+                           f"a snapshot froze {mountpoint} (device {major_minor}) and was killed before thawing it",
+                           f"elastivol doctor --pool {pool.directory} --fix (or fsfreeze -u {mountpoint})",
+                           _thaw(marker, mountpoint, major_minor)))
+    return out
+
+
+def _thaw(marker: Path, mountpoint: str, major_minor: str) -> Fix:
+    def fix() -> None:
+        # By device number, through any mount of it: the staging path may be gone or hold
+        # something else now, and FITHAW acts on the filesystem, not on one mount of it.
+        mounts = [m for m in mount.mounts() if m.major_minor == major_minor] if major_minor else []
+        if mounts:
+            fs.thaw(mounts[0].target)
+        marker.unlink(missing_ok=True)
+    return fix
 
 
 def _temp_files(directory: Path) -> list[Finding]:

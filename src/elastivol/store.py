@@ -65,7 +65,7 @@ class RecordStore:
         self.kind = kind
         self._id_check = id_check
         self._lock = threading.RLock()
-        self._cache: dict[str, tuple[int, Record]] = {}
+        self._cache: dict[str, tuple[tuple[int, int], Record]] = {}
         self._dir_mtime = -1
         self.problems: list[Problem] = []
         directory.mkdir(parents=True, exist_ok=True)
@@ -94,15 +94,15 @@ class RecordStore:
             raise MetadataError(f"{path} has no data object")
         return data
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, force: bool = False) -> None:
         try:
             mtime = os.stat(self.directory).st_mtime_ns
         except FileNotFoundError:
             self.directory.mkdir(parents=True, exist_ok=True)
             mtime = os.stat(self.directory).st_mtime_ns
-        if mtime == self._dir_mtime:
+        if mtime == self._dir_mtime and not force:
             return
-        seen: dict[str, tuple[int, Record]] = {}
+        seen: dict[str, tuple[tuple[int, int], Record]] = {}
         problems: list[Problem] = []
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -112,7 +112,10 @@ class RecordStore:
                 if not self._id_check(record_id):
                     problems.append(Problem(entry.path, f"file name is not a valid {self.kind} id"))
                     continue
-                stamp = entry.stat().st_mtime_ns
+                st = entry.stat()
+                # Every write is a rename of a new file, so the inode tells writes apart even
+                # when two land in the same timestamp tick.
+                stamp = (st.st_ino, st.st_mtime_ns)
                 cached = self._cache.get(record_id)
                 if cached is not None and cached[0] == stamp:
                     seen[record_id] = cached
@@ -141,7 +144,8 @@ class RecordStore:
         path = self._path(record_id)
         with self._lock:
             atomic_write_json(path, {"schema": SCHEMA_VERSION, "kind": self.kind, "data": data})
-            self._cache[record_id] = (os.stat(path).st_mtime_ns, dict(data))
+            st = os.stat(path)
+            self._cache[record_id] = ((st.st_ino, st.st_mtime_ns), dict(data))
 
     def delete(self, record_id: str) -> bool:
         path = self._path(record_id)
@@ -154,10 +158,22 @@ class RecordStore:
             self._cache.pop(record_id, None)
             return True
 
-    def all(self) -> list[Record]:
+    def all(self, *, fresh: bool = False) -> list[Record]:
+        """Every record; ``fresh`` looks at each file even when the directory's mtime says
+        nothing changed (another process may have written within the same timestamp tick)."""
         with self._lock:
-            self._refresh()
+            self._refresh(force=fresh)
             return [dict(rec) for _, rec in self._cache.values()]
+
+    def read(self, record_id: str) -> Record | None:
+        """One record as it is on disk now, bypassing the cache (for read-modify-write under a lock)."""
+        path = self._path(record_id)
+        try:
+            return self._load(path)
+        except MetadataError:
+            if not path.exists():
+                return None
+            raise
 
     def ids(self) -> list[str]:
         with self._lock:

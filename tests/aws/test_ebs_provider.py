@@ -215,3 +215,42 @@ def test_probe_is_a_dry_run_and_explains_missing_permissions(cluster: str) -> No
     with pytest.raises(PermissionDenied) as info:
         provider(cluster, FaultConfig(errors=[denied])).health()
     assert "ec2:CreateVolume" in info.value.message and "eks.amazonaws.com/role-arn" in info.value.message
+
+
+def test_concurrent_attaches_stop_at_the_node_limit(cluster: str, make_instance: Instance, raw_ec2: Any) -> None:
+    # Slow attaches (two 'attaching' polls each) keep the claims in flight while the others ask.
+    clients, _, _ = make_clients(FaultConfig(attaching_polls=2))
+    limit, calls = 3, 12
+    ebs = EbsProvider(clients, clients.settings, cluster_id=cluster, zones=[ZONE_A, ZONE_B],
+                      max_volumes_per_node=limit)
+    node = make_instance()
+    volumes = [ebs.create_volume(spec(f"pvc-slot-{i}")).id for i in range(calls)]
+    barrier = threading.Barrier(calls)
+    outcome: dict[str, str] = {}
+
+    def attach(volume_id: str) -> None:
+        barrier.wait()
+        try:
+            ebs.attach(volume_id, node, False)
+            outcome[volume_id] = "ok"
+        except Exhausted as exc:
+            outcome[volume_id] = "exhausted" if "at most 3" in exc.message else f"other: {exc.message}"
+        except Exception as exc:  # any other failure is reported by the assertion below
+            outcome[volume_id] = f"other: {exc!r}"
+
+    threads = [threading.Thread(target=attach, args=(v,)) for v in volumes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcome.values()) == ["exhausted"] * (calls - limit) + ["ok"] * limit, outcome
+    attached = raw_ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [node]}])["Volumes"]
+    ours = sorted(v["VolumeId"] for v in attached if v["VolumeId"] in outcome)  # not the root volume
+    assert ours == sorted(v for v, o in outcome.items() if o == "ok")
+    # A slot freed by a detach is free again; the same call that was refused now succeeds.
+    refused = next(v for v, o in outcome.items() if o == "exhausted")
+    ebs.detach(next(v for v, o in outcome.items() if o == "ok"), node)
+    assert ebs.attach(refused, node, False)["devicePath"].startswith("/dev/xvd")
+    for v in volumes:
+        ebs.detach(v, node)
+        ebs.delete_volume(v)

@@ -133,11 +133,12 @@ def test_mount_commands_for_efs_utils_and_the_nfs_fallback() -> None:
     req = MountRequest("fs-0123456789abcdef0", "/sub", ap, "/var/lib/kubelet/pods/x/mount", readonly=True,
                        options=("noatime",))
     assert mount_command(req, "us-east-1", efs_utils=True) == [
-        "mount", "-t", "efs", "-o", "tls,accesspoint=fsap-0123456789abcdef0,ro,noatime",
+        "mount", "-t", "efs", "-o", "tls,accesspoint=fsap-0123456789abcdef0,nosuid,nodev,ro,noatime",
         "fs-0123456789abcdef0:/sub", "/var/lib/kubelet/pods/x/mount"]
     plain = MountRequest("fs-0123456789abcdef0", "/", None, "/mnt/t")
     assert mount_command(plain, "us-east-1", efs_utils=False) == [
-        "mount", "-t", "nfs4", "-o", "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport",
+        "mount", "-t", "nfs4", "-o",
+        "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport,nosuid,nodev",
         "fs-0123456789abcdef0.efs.us-east-1.amazonaws.com:/", "/mnt/t"]
 
 

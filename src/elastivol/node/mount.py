@@ -78,6 +78,20 @@ _FLAG_WORDS: dict[str, tuple[int, int]] = {
 # Words that widen what a volume's content can do to the host (setuid binaries, device
 # nodes, executables on a mount that the defaults made noexec): a policy of the caller.
 PRIVILEGED_WORDS = frozenset({"suid", "dev", "exec"})
+# What every volume mount gets unless its own options say otherwise (they come after these, and
+# the last word about a flag wins): a volume's content must not carry setuid programs or device
+# nodes onto the host. Only a node started with --allow-privileged-mount-options admits "suid"
+# or "dev" in a volume's options at all.
+SAFE_DEFAULTS = ("nosuid", "nodev")
+
+
+def volume_options(options: Sequence[str], *, device_node: bool = False) -> list[str]:
+    """``options`` with the safe defaults in front. A raw block volume's publication is a bind of
+    the device node itself, which ``nodev`` would make unusable, so it gets ``nosuid`` only."""
+    defaults = ("nosuid",) if device_node else SAFE_DEFAULTS
+    return [*defaults, *options]
+
+
 # The per-mount flags a bind remount can set (others belong to the superblock).
 _BIND_FLAGS = (
     MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME
@@ -134,7 +148,9 @@ def _parse_line(line: bytes) -> MountInfo:
 
 
 def parse_mountinfo(data: bytes) -> list[MountInfo]:
-    return [_parse_line(line) for line in data.splitlines() if line]
+    # Only "\n" ends a line: the kernel escapes it in paths but not "\r", which splitlines()
+    # would also split on, so one path with a carriage return would break every read.
+    return [_parse_line(line) for line in data.split(b"\n") if line]
 
 
 def mounts() -> list[MountInfo]:

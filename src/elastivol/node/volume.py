@@ -76,7 +76,7 @@ def stage_filesystem(
     """
     device_id = _device_id(device)
     attached_read_only = device_read_only(device)
-    options = list(mount_options)
+    options = mount.volume_options(mount_options)
     if readonly or attached_read_only:
         options.append("ro")
     read_only_mount = bool(mount.parse_options(options, allow_privileged=True)[0] & mount.MS_RDONLY)
@@ -168,7 +168,7 @@ def publish_bind(staging_path: str, target: str, readonly: bool, options: Sequen
             return
         raise FailedPrecondition(f"{target} already has another mount on it; unpublish it first")
     os.makedirs(target, mode=_DIR_MODE, exist_ok=True)
-    mount.bind(staging_path, target, readonly=readonly, options=options)
+    mount.bind(staging_path, target, readonly=readonly, options=mount.volume_options(options))
 
 
 def publish_block(device: str, target_file: str, readonly: bool) -> None:
@@ -199,7 +199,7 @@ def publish_block(device: str, target_file: str, readonly: bool) -> None:
             ) from None
         raise Internal(f"cannot create {target_file}: {exc.strerror}") from exc
     os.close(fd)
-    mount.bind(device, target_file, readonly=readonly)
+    mount.bind(device, target_file, readonly=readonly, options=mount.volume_options((), device_node=True))
 
 
 def unpublish(target: str) -> bool:

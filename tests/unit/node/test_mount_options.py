@@ -113,3 +113,16 @@ def test_mountinfo_parsing() -> None:
     assert table[4].super_options == ""
     assert table[5].target == "/café"
     assert mount.find_by_target("/nowhere", table) is None
+
+
+def test_mountinfo_with_control_characters_in_a_path() -> None:
+    # The kernel escapes only space, tab, newline and backslash: a carriage return, vertical tab or
+    # form feed reaches the table raw, and must not be taken for the end of a line.
+    data = (
+        b"48 47 7:1 / /k/a\rb rw,relatime - ext4 /dev/loop1 rw\n"
+        b"55 47 7:1 / /k/\x0b\x0c\x1c\x1d\x1e\x85 rw,relatime - ext4 /dev/loop1 rw\n"
+        b"56 47 0:46 / /after rw - tmpfs tmpfs rw\n"
+    )
+    table = mount.parse_mountinfo(data)
+    assert [m.target for m in table] == ["/k/a\rb", "/k/\x0b\x0c\x1c\x1d\x1e" + b"\x85".decode(errors="surrogateescape"),
+                                         "/after"]

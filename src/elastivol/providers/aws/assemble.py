@@ -71,7 +71,7 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
     provider = None
     if config.controller:
         provider = EbsProvider(clients, settings, cluster_id=config.cluster_id, zones=config.served_zones(),
-                               extra_tags=config.extra_volume_tags)
+                               extra_tags=config.extra_volume_tags, max_volumes_per_node=config.max_volumes_per_node)
     services = Services(identity=Identity(BLOCK_DRIVER_NAME, provider.health if provider else _ready),
                         inflight=inflight)
     if provider is not None:
@@ -105,9 +105,11 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
     if provider is not None:
         services.controller = FileController(provider, inflight, default_size=config.default_volume_size)
     if config.node and identity is not None:
+        guard = PathGuard(config.roots())
+        node = EfsNodeProvider(mounter, guard, allow_privileged_mount_options=config.allow_privileged_mount_options)
         services.node = FileNode(
-            EfsNodeProvider(mounter), provider or EfsCatalog(clients.client("efs")), inflight,
-            PathGuard(config.roots()), node_id=identity.instance_id, zone=identity.zone,
+            node, provider or EfsCatalog(clients.client("efs")), inflight,
+            guard, node_id=identity.instance_id, zone=identity.zone,
             max_volumes=config.max_volumes_per_node,
             allow_privileged_mount_options=config.allow_privileged_mount_options,
         )

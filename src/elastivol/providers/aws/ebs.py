@@ -61,7 +61,8 @@ class EbsProvider:
     readonly_attach = False
 
     def __init__(self, clients: AwsClients, settings: AwsSettings, *, cluster_id: str,
-                 zones: list[str] | None = None, extra_tags: Mapping[str, str] | None = None) -> None:
+                 zones: list[str] | None = None, extra_tags: Mapping[str, str] | None = None,
+                 max_volumes_per_node: int = 0) -> None:
         if not cluster_id:
             raise InvalidArgument(
                 "--cluster-id is required with --provider aws: volumes are tagged elastivol.io/cluster=<id> so "
@@ -72,7 +73,7 @@ class EbsProvider:
         self.extra_tags = dict(extra_tags or {})
         self.ec2 = clients.client("ec2")
         self.view = Ec2View(self.ec2, settings)
-        self.attacher = Attacher(self.ec2, self.view, settings)
+        self.attacher = Attacher(self.ec2, self.view, settings, max_volumes_per_node=max_volumes_per_node)
         self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags, settings)
         self.modifier = ModifyCoalescer(self._send_modify, settings.modify_window)
         self._zones = list(zones or [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from elastivol import crashpoints
@@ -11,6 +12,7 @@ from elastivol.providers.aws.awserrors import call, code_of
 from elastivol.providers.aws.devices import DeviceAllocator
 from elastivol.providers.aws.ebs_model import ATTACHED_STATES
 from elastivol.providers.aws.ec2view import Ec2View, Obj
+from elastivol.providers.aws.limits import max_volumes
 from elastivol.providers.aws.settings import AwsSettings
 from elastivol.providers.aws.waits import poll
 
@@ -28,12 +30,66 @@ def _attachment(volume: Obj, instance_id: str) -> Obj | None:
     return None
 
 
+def _ebs_volumes(instance: Obj) -> set[str]:
+    """EBS volumes EC2 shows on ``instance``, besides its root volume."""
+    root = instance.get("RootDeviceName")
+    return {
+        str(m["Ebs"]["VolumeId"])
+        for m in instance.get("BlockDeviceMappings", []) or []
+        if m.get("Ebs", {}).get("VolumeId") and m.get("DeviceName") != root
+    }
+
+
 class Attacher:
-    def __init__(self, ec2: Any, view: Ec2View, settings: AwsSettings) -> None:
+    def __init__(self, ec2: Any, view: Ec2View, settings: AwsSettings, *, max_volumes_per_node: int = 0) -> None:
         self.ec2 = ec2
         self.view = view
         self.settings = settings
+        self.max_volumes_per_node = max_volumes_per_node
         self.devices = DeviceAllocator()
+        # Attachment slots: volumes this controller attached (or is attaching) to an instance that
+        # EC2's view of the instance does not show yet. Counted with the view under the instance's
+        # lock, so concurrent attaches cannot together take more slots than the instance has.
+        self._slots_lock = threading.Lock()
+        self._instance_locks: dict[str, threading.Lock] = {}
+        self._claimed: dict[str, set[str]] = {}
+
+    def _instance_lock(self, instance_id: str) -> threading.Lock:
+        with self._slots_lock:
+            return self._instance_locks.setdefault(instance_id, threading.Lock())
+
+    def _admit(self, instance_id: str, volume_id: str) -> tuple[Obj, bool]:
+        """The instance as EC2 shows it now, and whether a slot was claimed here for ``volume_id``.
+
+        Raises Exhausted when every slot the instance has is taken or being taken.
+        """
+        with self._instance_lock(instance_id):
+            # Read under the lock: a claim released by a finished attach is then visible here.
+            instance = self.view.instance(instance_id)
+            if instance is None:
+                raise NotFound(f"instance {instance_id} does not exist in EC2: is the node id an EC2 instance id?")
+            visible = _ebs_volumes(instance)
+            claimed = self._claimed.setdefault(instance_id, set())
+            claimed -= visible  # EC2 shows them now: the view counts them
+            if volume_id in visible or volume_id in claimed:
+                return instance, False
+            instance_type = str(instance.get("InstanceType", ""))
+            limit = max_volumes(instance_type, override=self.max_volumes_per_node,
+                                reserved=self.settings.reserved_attachments)
+            used = len(visible | claimed)
+            if used >= limit:
+                raise Exhausted(
+                    f"instance {instance_id} ({instance_type or 'unknown type'}) has {used} EBS volumes attached or "
+                    f"being attached and takes at most {limit} besides its root volume: move the pod to another "
+                    "node, detach a volume there, or set --max-volumes-per-node on the controller if the limit "
+                    "is wrong for this instance"
+                )
+            claimed.add(volume_id)
+            return instance, True
+
+    def _release(self, instance_id: str, volume_id: str) -> None:
+        with self._instance_lock(instance_id):
+            self._claimed.get(instance_id, set()).discard(volume_id)
 
     def _volume(self, volume_id: str) -> Obj:
         found = self.view.volume(volume_id)
@@ -60,9 +116,15 @@ class Attacher:
             self._wait_attached(volume_id, instance_id, device)
             return {"devicePath": device}
         self._refuse_if_elsewhere(volume, instance_id)
-        instance = self.view.instance(instance_id)
-        if instance is None:
-            raise NotFound(f"instance {instance_id} does not exist in EC2: is the node id an EC2 instance id?")
+        instance, claimed = self._admit(instance_id, volume_id)
+        try:
+            return self._attach_admitted(volume, instance, volume_id, instance_id)
+        except BaseException:
+            if claimed:
+                self._release(instance_id, volume_id)
+            raise
+
+    def _attach_admitted(self, volume: Obj, instance: Obj, volume_id: str, instance_id: str) -> dict[str, str]:
         zone = instance.get("Placement", {}).get("AvailabilityZone", "")
         if zone and volume.get("AvailabilityZone") and zone != volume["AvailabilityZone"]:
             raise FailedPrecondition(
@@ -155,6 +217,7 @@ class Attacher:
 
     # -- detach ---------------------------------------------------------------------------------
     def detach(self, volume_id: str, instance_id: str) -> None:
+        self._release(instance_id, volume_id)
         volume = self.view.volume(volume_id)
         if volume is None:
             return  # the volume is gone: nothing is attached

@@ -7,18 +7,22 @@ import posixpath
 from typing import Any
 
 from elastivol.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from elastivol.node import mount as hostmount
+from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.awserrors import call
 from elastivol.providers.aws.efs import to_access_point
 from elastivol.providers.aws.mounter import Mounter, MountRequest
 from elastivol.providers.file import AccessPoint, FileSystem, FileUsage
 
-# Options that would widen what a pod can do on the node, or fight the helper's own choices.
-REFUSED_OPTIONS = ("suid", "dev", "exec")
-
 
 class EfsNodeProvider:
-    def __init__(self, mounter: Mounter) -> None:
+    """Publishes EFS volumes. Targets pass the node's path guard here too, whoever calls, and the
+    mount gets the same safe defaults (nosuid, nodev) as every other volume mount."""
+
+    def __init__(self, mounter: Mounter, guard: PathGuard, *, allow_privileged_mount_options: bool = False) -> None:
         self.mounter = mounter
+        self.guard = guard
+        self.allow_privileged = allow_privileged_mount_options
 
     def publish(
         self,
@@ -29,13 +33,16 @@ class EfsNodeProvider:
         readonly: bool,
         mount_options: tuple[str, ...],
     ) -> None:
+        target = str(self.guard.check(target))
         path = posixpath.normpath("/" + subpath.strip("/")) if subpath.strip("/") else "/"
-        options = tuple(o for o in mount_options if o and o not in ("ro", "rw") and o not in REFUSED_OPTIONS)
+        options = tuple(o for o in mount_options if o not in ("ro", "rw"))
+        # suid/dev/exec only when the operator allowed them; the syntax checks always apply.
+        hostmount.parse_options(options, allow_privileged=self.allow_privileged)
         ro = readonly or "ro" in mount_options
         self.mounter.mount(MountRequest(fs_id, path, access_point, target, ro, options))
 
     def unpublish(self, target: str) -> None:
-        self.mounter.unmount(target)
+        self.mounter.unmount(str(self.guard.check(target)))
 
     def usage(self, fs_id: str, access_point: AccessPoint | None, path: str) -> FileUsage:
         # EFS reports an effectively unlimited size (8 EiB); statfs shows what the mount says.

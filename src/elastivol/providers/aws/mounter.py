@@ -7,6 +7,7 @@ use an access point fall back to NFS 4.1 with the options EFS recommends.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from elastivol.errors import FailedPrecondition, Unavailable
+from elastivol.errors import AlreadyExists, FailedPrecondition, Unavailable
 from elastivol.node import mount as hostmount
 from elastivol.providers.file import AccessPoint
 
@@ -44,8 +45,15 @@ class Mounter(Protocol):
     def unmount(self, target: str) -> None: ...
 
 
+NFS_TYPES = ("nfs4", "nfs")
+# Hosts a mount of some EFS file system can show as its source: the TLS tunnel of efs-utils
+# (stunnel on the loopback), the file system's DNS name, or a mount target's IP address.
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def mount_command(req: MountRequest, region: str, efs_utils: bool) -> list[str]:
-    extra = [*(["ro"] if req.readonly else []), *req.options]
+    # The safe defaults first: the request's own options (admitted by the driver) come after and win.
+    extra = [*hostmount.SAFE_DEFAULTS, *(["ro"] if req.readonly else []), *req.options]
     if efs_utils:
         ap = [f"accesspoint={req.access_point.id}"] if req.access_point is not None else []
         return ["mount", "-t", "efs", "-o", ",".join(["tls", *ap, *extra]), f"{req.fs_id}:{req.path}", req.target]
@@ -63,6 +71,36 @@ def _run(argv: Sequence[str], what: str) -> None:
         raise FailedPrecondition(f"{what} failed ({' '.join(argv)}): {(done.stderr or done.stdout).strip()[:500]}")
 
 
+def _conflict(req: MountRequest, what: str) -> AlreadyExists:
+    asked = f"{req.fs_id}:{req.path}" + (f" through {req.access_point.id}" if req.access_point else "")
+    return AlreadyExists(
+        f"{req.target} already has {what} mounted on it, not {asked}"
+        f"{' read-only' if req.readonly else ''}: unpublish what is there first (NodeUnpublishVolume)"
+    )
+
+
+def check_nfs_mount(req: MountRequest, found: hostmount.MountInfo) -> None:
+    """Idempotency of a publish: what is mounted at the target must be what is asked for.
+
+    A retry of a publish that finished is fine; anything else at the target (another file system,
+    another path, a mount that is not NFS, the other of ro/rw) is a conflict, never a success.
+    """
+    host, _, path = found.source.rpartition(":")
+    ours = host == req.fs_id or host.startswith(req.fs_id + ".") or host in _LOOPBACK or _is_address(host)
+    if found.fstype not in NFS_TYPES or not ours or os.path.normpath(path or "/") != os.path.normpath(req.path):
+        raise _conflict(req, f"{found.source} ({found.fstype})")
+    if found.read_only != req.readonly:
+        raise _conflict(req, f"{found.source} {'read-only' if found.read_only else 'read-write'}")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class HostMounter:
     def __init__(self, region: str) -> None:
         self.region = region
@@ -73,8 +111,10 @@ class HostMounter:
 
     def mount(self, req: MountRequest) -> None:
         os.makedirs(req.target, exist_ok=True)
-        if os.path.ismount(req.target):
-            return  # already published: idempotent
+        found = hostmount.find_by_target(req.target)
+        if found is not None:
+            check_nfs_mount(req, found)
+            return  # already published as asked: idempotent
         efs_utils = self.efs_utils()
         if req.access_point is not None and not efs_utils:
             raise FailedPrecondition(
@@ -123,11 +163,20 @@ class RecordingMounter:
     def mount(self, req: MountRequest) -> None:
         self._record({"op": "mount", "argv": mount_command(req, self.region, True), "target": req.target})
         os.makedirs(req.target, exist_ok=True)
-        if hostmount.is_mountpoint(req.target):
-            return
         source = self.backing(req)
         source.mkdir(parents=True, exist_ok=True)
-        hostmount.bind(str(source), req.target, readonly=req.readonly)
+        found = hostmount.find_by_target(req.target)
+        if found is not None:
+            # The stand-in's "source" is the directory that plays the file system: compare by identity.
+            here, wanted = os.stat(req.target), os.stat(source)
+            if (here.st_dev, here.st_ino) != (wanted.st_dev, wanted.st_ino):
+                raise _conflict(req, f"another directory ({found.source}{found.root})")
+            if found.read_only != req.readonly:
+                raise _conflict(req, f"{req.fs_id}:{req.path} {'read-only' if found.read_only else 'read-write'}")
+            return
+        # Per-mount words apply to the bind; NFS/EFS transport words have nothing to act on in it.
+        hostmount.bind(str(source), req.target, readonly=req.readonly,
+                       options=hostmount.volume_options(req.options))
 
     def unmount(self, target: str) -> None:
         self._record({"op": "unmount", "target": target})

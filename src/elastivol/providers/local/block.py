@@ -25,7 +25,7 @@ from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.params.block import parse_block_parameters, same_request, to_record
 from elastivol.providers.block import Volume, VolumeSpec
-from elastivol.providers.local.pool import Pool
+from elastivol.providers.local.pool import ATTACH_LOCK, SPACE_LOCK, Pool
 from elastivol.providers.types import (
     Attachment,
     Capacity,
@@ -41,6 +41,7 @@ crashpoints.register(
     "snapshot.after_copy",
     "expand.after_image",
     "attach.before_record",
+    "freeze.while_frozen",
 )
 
 
@@ -154,17 +155,11 @@ class LocalBlockProvider:
         if spec.zone not in self._zones:
             raise Exhausted(f"zone {spec.zone!r} is not served by this pool; it serves {self._zones}")
         source_image = self._source_image(spec)
-        available = self.pool.available_bytes()
-        if spec.size_bytes > available:
-            raise Exhausted(
-                f"pool {self.pool.directory} cannot hold {spec.size_bytes} more bytes (it can promise "
-                f"{available}); free space, grow the pool, or set --overcommit-ratio"
-            )
-        with self.pool.operation():
-            return self._create(spec, source_image)
-
-    def _create(self, spec: VolumeSpec, source_image: tuple[Path, int, str] | None) -> Volume:
         volume_id = ids.new_id("vol")
+        with self.pool.operation(), self.pool.reserved(volume_id, spec.size_bytes, f"volume {spec.name!r}"):
+            return self._create(volume_id, spec, source_image)
+
+    def _create(self, volume_id: str, spec: VolumeSpec, source_image: tuple[Path, int, str] | None) -> Volume:
         image = self.pool.image_path(volume_id)
         consistency = self._make_image(image, spec, source_image)
         crashpoints.hit("create.after_image")
@@ -299,8 +294,16 @@ class LocalBlockProvider:
         if not mountpoint:
             yield "crash"
             return
-        with hostfs.frozen(mountpoint):
-            yield "filesystem"
+        # A marker written before the freeze and removed after the thaw: a process killed in
+        # between leaves the filesystem frozen (the kernel keeps it so), and start-up recovery
+        # finds the marker and thaws it. See recovery.scan_frozen.
+        marker = self.pool.freeze_marker(mountpoint)
+        try:
+            with hostfs.frozen(mountpoint):
+                crashpoints.hit("freeze.while_frozen")
+                yield "filesystem"
+        finally:
+            marker.unlink(missing_ok=True)
 
     def _staged_mountpoint(self, image: Path) -> str:
         """Where the image is mounted on this host (its staging path), or ''."""
@@ -339,8 +342,19 @@ class LocalBlockProvider:
 
     # -- attachments -------------------------------------------------------------------------
     def attach(self, volume_id: str, node_id: str, readonly: bool) -> dict[str, str]:
-        rec = self._record(volume_id)
         node_zone = self.node_zone(node_id)
+        self._record(volume_id)
+        # The slot count and the record write are one step for every process on the pool, so
+        # concurrent attaches can never take more slots than the node has.
+        with self.pool.exclusive(ATTACH_LOCK):
+            rec = self.pool.volumes.read(volume_id)
+            if rec is None:
+                raise NotFound(f"volume {volume_id} does not exist")
+            return self._attach_locked(rec, volume_id, node_id, node_zone, readonly)
+
+    def _attach_locked(
+        self, rec: dict[str, Any], volume_id: str, node_id: str, node_zone: str, readonly: bool
+    ) -> dict[str, str]:
         if rec.get("state") == "deleting":
             raise FailedPrecondition(f"volume {volume_id} is being deleted")
         if node_zone != rec["zone"]:
@@ -366,7 +380,11 @@ class LocalBlockProvider:
         limit = self._node_limit(node_id)
         if limit > 0:
             used = sum(
-                1 for r in self.pool.volumes.all() for a in r.get("attachments", []) if a["node_id"] == node_id
+                1
+                for r in self.pool.volumes.all(fresh=True)
+                if r["id"] != volume_id
+                for a in r.get("attachments", [])
+                if a["node_id"] == node_id
             )
             if used >= limit:
                 raise Exhausted(
@@ -392,14 +410,15 @@ class LocalBlockProvider:
     def detach(self, volume_id: str, node_id: str) -> None:
         if not ids.is_volume_id(volume_id):
             return
-        rec = self.pool.volumes.get(volume_id)
-        if rec is None:
-            return
-        attachments = rec.get("attachments", [])
-        remaining = [a for a in attachments if a["node_id"] != node_id]
-        if len(remaining) != len(attachments):
-            rec["attachments"] = remaining
-            self.pool.volumes.put(volume_id, rec)
+        with self.pool.exclusive(ATTACH_LOCK):
+            rec = self.pool.volumes.read(volume_id)
+            if rec is None:
+                return
+            attachments = rec.get("attachments", [])
+            remaining = [a for a in attachments if a["node_id"] != node_id]
+            if len(remaining) != len(attachments):
+                rec["attachments"] = remaining
+                self.pool.volumes.put(volume_id, rec)
 
     # -- expansion ---------------------------------------------------------------------------
     def expand_volume(self, volume_id: str, new_size_bytes: int) -> Volume:
@@ -411,14 +430,18 @@ class LocalBlockProvider:
                 f"volumes can only grow: {volume_id} is {current} bytes and {new_size_bytes} was asked"
             )
         if new_size_bytes > current:
-            grow_by = new_size_bytes - current
-            available = self.pool.available_bytes()
-            if grow_by > available:
-                raise Exhausted(
-                    f"pool {self.pool.directory} cannot promise {grow_by} more bytes (available {available})"
-                )
-            if os.stat(image).st_size < new_size_bytes:
-                os.truncate(image, new_size_bytes)
+            # Checked and taken in one step: the grown image is itself the reservation. An image
+            # already grown by a crashed attempt has been counted, so only the rest is asked for.
+            with self.pool.exclusive(SPACE_LOCK):
+                grow_by = new_size_bytes - max(current, os.stat(image).st_size)
+                available = self.pool.available_bytes()
+                if grow_by > available:
+                    raise Exhausted(
+                        f"pool {self.pool.directory} cannot promise {grow_by} more bytes to grow {volume_id} "
+                        f"(it can promise {available}); free space, grow the pool, or set --overcommit-ratio"
+                    )
+                if os.stat(image).st_size < new_size_bytes:
+                    os.truncate(image, new_size_bytes)
             crashpoints.hit("expand.after_image")
             rec["size_bytes"] = new_size_bytes
             self.pool.volumes.put(volume_id, rec)

@@ -103,7 +103,7 @@ class LocalFileNode:
         with contextlib.suppress(FileExistsError):
             os.mkdir(target, 0o750)
         # The descriptor names the checked directory itself; no path is resolved again.
-        hostmount.bind(f"/proc/self/fd/{fd}", target, readonly=readonly, options=options)
+        hostmount.bind(f"/proc/self/fd/{fd}", target, readonly=readonly, options=hostmount.volume_options(options))
         log.info("published %s/%s at %s%s", fs.root, relative, target, " read-only" if readonly else "")
 
     @staticmethod

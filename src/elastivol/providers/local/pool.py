@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from elastivol import ids
-from elastivol.errors import FailedPrecondition, InvalidArgument, Unavailable
+from elastivol.errors import Exhausted, FailedPrecondition, InvalidArgument, Unavailable
 from elastivol.node import copy as hostcopy
 from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
@@ -37,6 +37,15 @@ from elastivol.store import RecordStore, atomic_write_json
 
 POOL_FILE = "pool.json"
 OPERATIONS_LOCK = "pool-operations.lock"
+# Admission: checking and reserving pool space (or a node's attachment slots) is one step under
+# one of these flocks, shared by every process on the pool.
+SPACE_LOCK = "pool-space.lock"
+ATTACH_LOCK = "pool-attachments.lock"
+# A create holds its size as a sparse file of that size in images/ until its image is in place.
+# The name contains ".img.partial", so start-up recovery sweeps one a crash left behind.
+RESERVATION_SUFFIX = ".img.partial.reserved"
+# locks/frozen-<major>-<minor>-<pid>.json: a filesystem this pool's process is freezing (for a snapshot).
+FROZEN_PREFIX = "frozen-"
 POOL_SCHEMA = 1
 DEFAULT_POOL_SIZE = 20 * GiB
 POOL_FILESYSTEMS = ("xfs", "btrfs")
@@ -247,6 +256,60 @@ class Pool:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """An exclusive flock on ``locks/<name>``: one holder across every thread and process.
+
+        Each call opens its own descriptor, and flocks on different open files exclude each
+        other, so threads of one process queue on it as other processes do.
+        """
+        fd = os.open(self.lock_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def reservation_path(self, key: str) -> Path:
+        return self.images / f"{key}{RESERVATION_SUFFIX}"
+
+    @contextlib.contextmanager
+    def reserved(self, key: str, size_bytes: int, what: str) -> Iterator[None]:
+        """Admit ``size_bytes`` against what the pool can promise and hold it for the block.
+
+        The check and the reservation happen under one lock, so concurrent creates (threads or
+        processes) can never together promise more than the pool has. The block must put its
+        image in place before it ends; the reservation goes after that (for that short moment
+        both count, which errs on the safe side).
+        """
+        path = self.reservation_path(key)
+        with self.exclusive(SPACE_LOCK):
+            available = self.available_bytes()
+            if size_bytes > available:
+                raise Exhausted(
+                    f"pool {self.directory} cannot hold {what} ({size_bytes} bytes): it can promise {available} "
+                    "more bytes; free space, grow the pool, or set --overcommit-ratio"
+                )
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, size_bytes)  # sparse: it costs no space, it only counts
+            finally:
+                os.close(fd)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def freeze_marker(self, mountpoint: str) -> Path:
+        """Record, before freezing ``mountpoint``, which filesystem is about to be frozen (its
+        device number, so recovery thaws that filesystem and no other); returns the marker."""
+        device = mount.find_by_target(mountpoint)
+        major_minor = device.major_minor if device is not None else ""
+        path = self.lock_dir / f"{FROZEN_PREFIX}{major_minor.replace(':', '-') or 'unknown'}-{os.getpid()}-{threading.get_ident()}.json"
+        atomic_write_json(path, {"schema": POOL_SCHEMA, "kind": "frozen", "data": {
+            "mountpoint": mountpoint, "major_minor": major_minor, "pid": os.getpid(), "at": time.time()}})
+        return path
+
     def image_path(self, volume_id: str) -> Path:
         return self.images / f"{volume_id}.img"
 
@@ -276,7 +339,8 @@ class Pool:
         for folder in (self.images, self.snapshot_images):
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if not entry.name.endswith(".img"):
+                    reservation = entry.name.endswith(RESERVATION_SUFFIX)
+                    if not entry.name.endswith(".img") and not reservation:
                         continue
                     try:
                         st = entry.stat()
@@ -284,6 +348,8 @@ class Pool:
                         continue  # deleted by a concurrent DeleteVolume/DeleteSnapshot since the scan
                     provisioned += st.st_size
                     allocated += min(st.st_blocks * 512, st.st_size)
+                    if reservation:
+                        continue
                     if folder is self.images:
                         volumes += 1
                     else:
