@@ -27,22 +27,22 @@ def _unmount_under(root: str, *, keep: str = "") -> None:
                 _sys.umount2(m.target, MNT_DETACH)
 
 
-def _detach_backed_by(prefix: str) -> None:
-    for d in loop.list_all():
-        if d.backing_file.startswith(prefix):
-            try:
-                loop.detach(d.path)
-            except Exception as exc:
-                print(f"could not detach {d.path}: {exc}")
+def _detach_under(root: Path) -> None:
+    # By identity, so devices attached by a plugin in another mount namespace are found too.
+    for d in loop.under(root):
+        try:
+            loop.detach(d.path, expect=d.backing)
+        except Exception as exc:
+            print(f"could not detach {d.path}: {exc}")
 
 
 def cleanup_work(work: Path) -> None:
     """Unmount everything under ``work``, detach the loops it backs: volumes first, the pool last."""
-    pool = str(work / "pool")
-    _unmount_under(str(work), keep=pool)
-    _detach_backed_by(pool + "/")
+    pool = work / "pool"
+    _unmount_under(str(work), keep=str(pool))
+    _detach_under(pool)
     _unmount_under(str(work))
-    _detach_backed_by(str(work) + "/")
+    _detach_under(work)
 
 
 def keep_logs(work: Path) -> None:

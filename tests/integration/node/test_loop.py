@@ -148,15 +148,19 @@ def test_deleted_backing_file(host: Host) -> None:
     dev = loop.attach(image)
     image.unlink()
     assert Path(f"/sys/block/loop{dev.number}/loop/backing_file").read_text().strip().endswith("(deleted)")
-    [found] = loop.find(image)
-    assert found.deleted and found.backing_file == str(image) and found.path == dev.path
+    # No path leads to the deleted inode any more; the filesystem scan still finds the device.
+    assert loop.find(image) == []
+    [found] = [d for d in loop.on_filesystem(dev.backing.device) if d.path == dev.path]
+    assert found.deleted and found.backing == dev.backing and found.backing_file == str(image)
     # A new file at the same path is another inode: the old device is not its device.
     host.image("gone.img", 16 * MiB)
     assert loop.find(image) == []
     fresh = loop.ensure_attached(image)
     assert fresh.path != dev.path and loop.find(image) == [fresh]
-    image.unlink()
-    assert loop.detach_all(image) == 2
+    assert {d.path for d in loop.under(host.root)} == {dev.path, fresh.path}
+    assert loop.detach_all(image) == 1
+    assert loop.detach(dev.path, expect=fresh.backing) is False  # not the file it was looked up for
+    assert loop.detach(dev.path, expect=dev.backing) is True
 
 
 def test_refresh_capacity(host: Host) -> None:
