@@ -6,7 +6,9 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from elastivol.node import loop, mount
 from .conftest import Host
 
 MiB = 1 << 20
+LOOP_SET_STATUS64 = 0x4C04
 
 
 def losetup_json(path: str) -> dict[str, Any]:
@@ -228,3 +231,78 @@ def test_attach_is_faster_than_losetup(host: Host) -> None:
     theirs = (time.perf_counter() - started) / rounds
     print(f"attach+detach: ioctls {ours * 1000:.2f} ms, losetup {theirs * 1000:.2f} ms")
     assert ours < theirs
+
+
+def test_found_by_identity_after_the_attaching_namespace_is_gone(host: Host) -> None:
+    """The issue's reproduction: attach inside ``unshare -m`` with the directory bound elsewhere, exit."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare(1) from util-linux is not installed")
+    image = host.image("ns.img", 16 * MiB)
+    elsewhere = host.dir("elsewhere")
+    code = (f"from elastivol.node import loop, mount; mount.bind({str(host.root)!r}, {str(elsewhere)!r}); "
+            f"print(loop.attach({str(elsewhere / 'ns.img')!r}).path)")
+    path = subprocess.run([unshare, "--mount", "--propagation", "private", "--", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    seen = Path(f"/sys/block/{Path(path).name}/loop/backing_file").read_text().strip()
+    assert seen != str(image)  # what the old path comparison would have looked for
+    [dev] = loop.find(image)
+    assert dev.path == path and dev.backing == loop.file_id(image)
+    assert loop.ensure_attached(image) == dev  # reused, not a second device
+    assert loop.detach_all(image) == 1 and loop.find(image) == []
+
+
+def test_ensure_attached_refuses_an_image_with_two_devices(host: Host) -> None:
+    image = host.image("two.img", 16 * MiB)
+    first, second = loop.attach(image), loop.attach(image)
+    with pytest.raises(FailedPrecondition, match=f"2 loop devices \\({first.path}, {second.path}\\)"):
+        loop.ensure_attached(image)
+    assert loop.detach_all(image) == 2
+
+
+def test_ensure_attached_refuses_a_partial_or_departing_device(host: Host) -> None:
+    image = host.image("part.img", 16 * MiB)
+    path = subprocess.run(["losetup", "--find", "--show", "--offset", "1048576", str(image)],
+                          capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    with pytest.raises(FailedPrecondition, match="offset 1048576"):
+        loop.ensure_attached(image)
+    assert loop.detach(path)
+    dev = loop.attach(image)
+    # Autoclear, as a LOOP_CLR_FD on a device still open leaves it: it goes with its last opener.
+    fd = os.open(dev.path, os.O_RDONLY)
+    try:
+        info = loop.LoopInfo64()
+        fcntl.ioctl(fd, loop.LOOP_GET_STATUS64, info)
+        info.lo_flags |= loop.LO_FLAGS_AUTOCLEAR
+        fcntl.ioctl(fd, LOOP_SET_STATUS64, info)
+        with pytest.raises(FailedPrecondition, match="being detached"):
+            loop.ensure_attached(image)
+    finally:
+        os.close(fd)  # the last opener: the kernel detaches it now
+    assert loop.find(image) == []
+
+
+def test_reuse_refreshes_a_grown_image(host: Host) -> None:
+    image = host.image("grown.img", 16 * MiB)
+    dev = loop.ensure_attached(image)
+    os.truncate(image, 40 * MiB)
+    assert loop.ensure_attached(image) == dev
+    assert int(Path(f"/sys/block/loop{dev.number}/size").read_text()) * 512 == 40 * MiB
+
+
+def test_released_detaches_an_unused_device_and_names_a_holder(host: Host) -> None:
+    from elastivol.node import fs
+
+    image = host.image("rel.img", 64 * MiB)
+    dev = loop.attach(image)
+    fs.make(dev.path, "ext4")
+    target = host.dir("rel-mnt")
+    mount.mount(dev.path, str(target), "ext4")
+    with pytest.raises(InUse, match=f"{dev.path}, mounted at {target}"), loop.released(image):
+        raise AssertionError("must not run while the device is mounted")
+    assert loop.find(image) == [dev]
+    mount.unmount(str(target))
+    with loop.released(image):
+        assert loop.find(image) == []
+        image.unlink()
+    assert loop.under(host.root) == []
