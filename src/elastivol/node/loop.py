@@ -50,6 +50,8 @@ LO_KEY_SIZE = 32
 SECTOR_SIZE = 512
 # Another process can take the number LOOP_CTL_GET_FREE gave us before we configure it.
 _ATTACH_ATTEMPTS = 32
+# How long an attach waits for a device already on its way out (autoclear) to go.
+_DEPARTING_WAIT = 0.5
 
 
 class LoopInfo64(ctypes.Structure):
@@ -468,6 +470,11 @@ def ensure_attached(
             # Deleted or replaced between the two opens (a DeleteVolume won the lock first).
             raise NotFound(f"image {path} was deleted or replaced while being attached")
         devices = backed_by(ident)
+        deadline = time.monotonic() + _DEPARTING_WAIT
+        while devices and all(d.autoclear for d in devices) and time.monotonic() < deadline:
+            # Detached while someone (a scan like ours) had it open: it goes at their close.
+            time.sleep(0.02)
+            devices = backed_by(ident)
         if not devices:
             return _attach_fd(fd, path, read_only=read_only, direct_io=direct_io)
         if len(devices) > 1:
