@@ -20,6 +20,7 @@ import grpc
 
 from elastivol import crashpoints, ids
 from elastivol.client import CsiClient
+from elastivol.csi import csi_pb2
 from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.providers.local.pool import Pool
@@ -144,7 +145,7 @@ def test_plugin_killed_in_the_middle_of_node_stage(pods: PodFactory, rel_pool: P
 def _attach_in_a_dead_namespace(pool: Path, ns_dir: Path, image: Path) -> str:
     """Attach ``image`` from a short-lived namespace with the pool at another path; the device's path."""
     pod_pool = ns_dir / f"attacher-{time.monotonic_ns()}" / "pool"
-    inside = pod_pool / "images" / image.name
+    inside = pod_pool / image.relative_to(pool)
     code = f"from elastivol.node import loop; print(loop.attach({str(inside)!r}).path)"
     out = subprocess.run(
         [str(UNSHARE), "--mount", "--propagation", "unchanged", "--", sys.executable, "-m",
@@ -186,4 +187,21 @@ def test_doctor_and_recovery_find_devices_a_dead_namespace_attached(pods: PodFac
     server.stop()
     assert Pool(rel_pool).loop_devices() == []
     assert f"loop-without-volume {on_deleted}" in server.log_path.read_text()
+    assert pod_clean(rel_pool) == []
+
+
+def test_delete_snapshot_detaches_an_unused_device_a_dead_namespace_left(pods: PodFactory, rel_pool: Path) -> None:
+    work = rel_pool.parent
+    server = pods("ns-snapshot").start()
+    with CsiClient(server.endpoint) as client:
+        vol = new_volume(client, work, "ns-snapshot", kind="ext4", node_id=NODE)
+        snap = client.controller.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+            name="ns-snapshot-snap", source_volume_id=vol.id), timeout=120).snapshot
+        image = Pool(rel_pool).snapshot_path(snap.snapshot_id)
+        device = _attach_in_a_dead_namespace(rel_pool, work / "ns", image)
+        assert [d.path for d in loop.find(image)] == [device]
+        client.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=60)
+        assert not image.exists()
+        vol.delete()
+    assert Pool(rel_pool).loop_devices() == []
     assert pod_clean(rel_pool) == []

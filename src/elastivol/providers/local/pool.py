@@ -306,6 +306,7 @@ class Pool:
                     if stat.S_ISREG(st.st_mode):
                         live[loop.FileId.of(st)] = (kind, Path(entry.path))
         dedicated = bool(self.config.backing_image)
+        folders = {loop.file_id(self.images), loop.file_id(self.snapshot_images)}
         out = []
         for dev in loop.on_filesystem(os.stat(self.directory).st_dev):
             hit = live.get(dev.backing)
@@ -313,11 +314,22 @@ class Pool:
                 kind, path = hit
                 name = path.name.removesuffix(".partial").removesuffix(".img")
                 out.append(PoolLoop(dev, kind, name, path))
-            elif dev.deleted:
+            elif dev.deleted and (dedicated or self._maybe_ours(dev, folders)):
                 kind, object_id = _deleted_shape(dev.backing_file)
                 if kind or dedicated:
                     out.append(PoolLoop(dev, kind or "unknown", object_id, None))
         return out
+
+    @staticmethod
+    def _maybe_ours(dev: loop.LoopDevice, folders: set[loop.FileId | None]) -> bool:
+        """A deleted file on a filesystem the pool shares: not another pool's, as far as can be told.
+
+        When the folder sysfs names is visible here and is not this pool's images or snapshots
+        folder, the file was another pool's (two pools on one filesystem). A folder that does not
+        resolve here was named by another mount namespace, and the name's shape decides.
+        """
+        folder = loop.file_id(os.path.dirname(dev.backing_file))
+        return folder is None or folder in folders
 
     def health(self) -> Health:
         if not (self.directory / POOL_FILE).exists():
