@@ -4,22 +4,19 @@ The host side (:func:`pod_host`) makes the work dir's ``kubelet`` directory a sh
 staging and publish mounts made inside a plugin's namespace reach the host (the chart's
 Bidirectional ``/var/lib/kubelet``), and ``ns`` a private one, under which each plugin binds
 the pool at a path of its own that nothing outside sees. :class:`PodServer` starts
-``elastivol serve`` through ``unshare -m`` and :mod:`tests.reliability.podns`; every start is
-a new namespace with the pool at a new path, and a kill ends that namespace.
+``elastivol serve`` through :mod:`tests.reliability.podns` (unshare(2), then exec); every start
+is a new namespace with the pool at a new path, and a kill ends that namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from elastivol.errors import InUse
 from elastivol.node import _sys, mount
@@ -30,9 +27,11 @@ from tests.reliability.invariants import all_clean
 MS_PRIVATE = 1 << 18
 MS_SHARED = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-UNSHARE = shutil.which("unshare")
 
-needs_unshare = pytest.mark.skipif(UNSHARE is None, reason="unshare(1) from util-linux is not installed")
+
+def in_new_namespace(source: Path, target: Path) -> list[str]:
+    """argv prefix that runs a command in a new mount namespace with ``source`` bound at ``target``."""
+    return [sys.executable, "-m", "tests.reliability.podns", str(source), str(target), "--"]
 
 
 @contextlib.contextmanager
@@ -71,8 +70,7 @@ class PodServer(ServerProcess):
         self.generation += 1
         at = self.args.index("--pool") + 1
         self.args[at] = str(self.pod_pool)
-        self.prefix = [str(UNSHARE), "--mount", "--propagation", "unchanged", "--",
-                       sys.executable, "-m", "tests.reliability.podns", str(self.host_pool), str(self.pod_pool), "--"]
+        self.prefix = in_new_namespace(self.host_pool, self.pod_pool)
         self.env = {**self.env, "PYTHONPATH": str(ROOT)}
         super().start(wait=wait, timeout=timeout)
         assert self.proc is not None

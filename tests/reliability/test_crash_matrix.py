@@ -19,7 +19,7 @@ from elastivol.node import volume as _node_volume  # noqa: F401  (registers the 
 from elastivol.providers.local import block as _block  # noqa: F401  (registers the provider points)
 from tests.reliability.conftest import PodFactory, ServerFactory
 from tests.reliability.invariants import all_clean
-from tests.reliability.pods import UNSHARE, pod_clean, shared_images
+from tests.reliability.pods import pod_clean, shared_images
 from tests.reliability.sequence import STEPS, Run, run_steps
 
 NOT_BLOCK = ("aws.", "accesspoint.", "filesnapshot.")
@@ -50,8 +50,6 @@ def test_crash_at(point: str, restart: str, request: pytest.FixtureRequest, rel_
     with the pool at another path, so every device it attached before the crash is known to
     the new process only by its backing file's identity."""
     pod = restart == "new-namespace"
-    if pod and UNSHARE is None:
-        pytest.skip("unshare(1) from util-linux is not installed")
     name = f"crash-{point}-{restart}"
     factory: ServerFactory | PodFactory = request.getfixturevalue("pods" if pod else "server_factory")
     server = factory(name, env={crashpoints.ENV: point}).start()

@@ -26,9 +26,8 @@ from elastivol.node import loop, mount
 from elastivol.providers.local.pool import Pool
 from tests.helpers import Vol, expect_error, new_volume
 from tests.reliability.conftest import NODE, PodFactory
-from tests.reliability.pods import UNSHARE, needs_unshare, pod_clean, shared_images
+from tests.reliability.pods import in_new_namespace, pod_clean, shared_images
 
-pytestmark = needs_unshare
 
 def _image(pool: Path, vol: Vol) -> Path:
     return Pool(pool).image_path(vol.id)
@@ -148,8 +147,7 @@ def _attach_in_a_dead_namespace(pool: Path, ns_dir: Path, image: Path) -> str:
     inside = pod_pool / image.relative_to(pool)
     code = f"from elastivol.node import loop; print(loop.attach({str(inside)!r}).path)"
     out = subprocess.run(
-        [str(UNSHARE), "--mount", "--propagation", "unchanged", "--", sys.executable, "-m",
-         "tests.reliability.podns", str(pool), str(pod_pool), "--", sys.executable, "-c", code],
+        [*in_new_namespace(pool, pod_pool), sys.executable, "-c", code],
         capture_output=True, text=True, timeout=60, check=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )

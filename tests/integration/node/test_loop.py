@@ -6,7 +6,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from elastivol.errors import FailedPrecondition, InUse, InvalidArgument, NotFound
 from elastivol.node import loop, mount
+from tests.reliability.pods import ROOT, in_new_namespace
 
 from .conftest import Host
 
@@ -235,15 +235,13 @@ def test_attach_is_faster_than_losetup(host: Host) -> None:
 
 def test_found_by_identity_after_the_attaching_namespace_is_gone(host: Host) -> None:
     """The issue's reproduction: attach inside ``unshare -m`` with the directory bound elsewhere, exit."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare(1) from util-linux is not installed")
     image = host.image("ns.img", 16 * MiB)
-    elsewhere = host.dir("elsewhere")
-    code = (f"from elastivol.node import loop, mount; mount.bind({str(host.root)!r}, {str(elsewhere)!r}); "
-            f"print(loop.attach({str(elsewhere / 'ns.img')!r}).path)")
-    path = subprocess.run([unshare, "--mount", "--propagation", "private", "--", sys.executable, "-c", code],
-                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    elsewhere = host.root / "elsewhere"
+    code = f"from elastivol.node import loop; print(loop.attach({str(elsewhere / 'ns.img')!r}).path)"
+    # A new mount namespace with host.root bound at host.root/elsewhere, ended when python exits.
+    path = subprocess.run([*in_new_namespace(host.root, elsewhere), sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
     seen = Path(f"/sys/block/{Path(path).name}/loop/backing_file").read_text().strip()
     assert seen != str(image)  # what the old path comparison would have looked for
     [dev] = loop.find(image)
