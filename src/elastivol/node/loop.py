@@ -295,24 +295,27 @@ def on_filesystem(device: int) -> list[LoopDevice]:
 def under(root: str | os.PathLike[str]) -> list[LoopDevice]:
     """The devices backed by files under the directory ``root``, for cleanup and leak checks.
 
-    A file counts when it is (by identity) a file under ``root``, or on a filesystem mounted
-    at or under ``root`` (deleted files too: such a filesystem is ``root``'s own), or when
-    sysfs names a path under ``root`` (a file deleted since it was attached from this mount
-    namespace).
+    A file counts when it is (by identity) a file under ``root``; or when it is on ``root``'s
+    own filesystem (``root`` is a mount point, like a pool) or on a filesystem mounted below
+    ``root`` from a loop device over a file under ``root``, deleted files included; or when
+    sysfs names a deleted file under ``root`` (attached from this mount namespace). Other
+    filesystems mounted below ``root`` do not make their files ``root``'s.
     """
     base = os.path.realpath(root)
+    devices = list_all()
     files: set[FileId] = set()
-    filesystems: set[int] = set()
+    mounted: set[int] = set()
+    owned: set[int] = set()
     top = os.stat(base).st_dev
     if os.stat(os.path.dirname(base) or "/").st_dev != top:
-        filesystems.add(top)  # root is a mount point: the filesystem is its own
+        owned.add(top)
     for dirpath, _dirs, names in os.walk(base):
         try:
             here = os.stat(dirpath).st_dev
         except FileNotFoundError:
             continue
         if here != top:
-            filesystems.add(here)
+            mounted.add(here)
         for name in names:
             try:
                 st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
@@ -320,10 +323,15 @@ def under(root: str | os.PathLike[str]) -> list[LoopDevice]:
                 continue
             if stat.S_ISREG(st.st_mode):
                 files.add(FileId.of(st))
+    by_number = {d.major_minor: d for d in devices}
+    for dev in mounted:
+        over = by_number.get(f"{os.major(dev)}:{os.minor(dev)}")
+        if over is not None and over.backing in files:
+            owned.add(dev)
     prefix = base.rstrip("/") + "/"
     return [
-        d for d in list_all()
-        if d.backing in files or d.backing.device in filesystems or (d.deleted and d.backing_file.startswith(prefix))
+        d for d in devices
+        if d.backing in files or d.backing.device in owned or (d.deleted and d.backing_file.startswith(prefix))
     ]
 
 
