@@ -52,6 +52,8 @@ SECTOR_SIZE = 512
 _ATTACH_ATTEMPTS = 32
 # How long an attach waits for a device already on its way out (autoclear) to go.
 _DEPARTING_WAIT = 0.5
+# How many 2 ms looks a detach takes for its device to be gone (another opener delays that).
+_GONE_POLLS = 50
 
 
 class LoopInfo64(ctypes.Structure):
@@ -594,8 +596,14 @@ def detach(path: str, *, expect: FileId | None = None) -> bool:
             return False
         raise Internal(f"cannot detach {path}: {exc.strerror}") from exc
     finally:
-        # The kernel tears the device down as this last opener closes it.
+        # The kernel tears the device down as its last opener closes it: this fd, or, when
+        # another process had it open at that moment (a scan like list_all), that one's.
         os.close(fd)
+    number = int(path.removeprefix("/dev/loop")) if path.removeprefix("/dev/loop").isdigit() else -1
+    for _ in range(_GONE_POLLS):
+        if number < 0 or _backing(number) is None:
+            break
+        time.sleep(0.002)
     log.debug("detached %s", path)
     return True
 

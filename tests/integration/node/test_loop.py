@@ -304,3 +304,17 @@ def test_released_detaches_an_unused_device_and_names_a_holder(host: Host) -> No
         assert loop.find(image) == []
         image.unlink()
     assert loop.under(host.root) == []
+
+
+def test_detach_returns_once_the_device_is_gone_even_with_a_reader(host: Host) -> None:
+    # Another process's scan may have the device open as it is detached: the kernel then
+    # finishes the detach at that reader's close, and detach() waits for it.
+    dev = loop.attach(host.image("busy.img", 16 * MiB))
+    reader = os.open(dev.path, os.O_RDONLY)
+    closer = threading.Timer(0.03, os.close, args=(reader,))
+    closer.start()
+    try:
+        assert loop.detach(dev.path) is True
+        assert loop.find(host.root / "busy.img") == []  # already gone, not 30 ms later
+    finally:
+        closer.join()
