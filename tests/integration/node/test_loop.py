@@ -318,3 +318,30 @@ def test_detach_returns_once_the_device_is_gone_even_with_a_reader(host: Host) -
         assert loop.find(host.root / "busy.img") == []  # already gone, not 30 ms later
     finally:
         closer.join()
+
+
+def test_blankness_is_read_from_the_devices_own_file_not_the_path_sysfs_names(host: Host) -> None:
+    """sysfs names the backing file as the attaching namespace sees it; here that path leads to
+    another file, empty and sparse. Trusting it would call a device with data on it blank, and
+    NodeStageVolume formats blank devices."""
+    from elastivol.node import fs
+
+    real, view = host.dir("real"), host.dir("view")
+    image = host.image("real/a.img", 16 * MiB)
+    subprocess.run(["mkswap", str(image)], capture_output=True, check=True, timeout=30)  # blkid knows it
+    host.image("view/a.img", 16 * MiB)  # the decoy: what the host sees at the path sysfs will print
+    code = (f"import sys; from elastivol.node import loop; print(loop.attach({str(view / 'a.img')!r}).path, "
+            "flush=True); sys.stdin.read()")
+    # Bound at view only inside the namespace, which stays alive (so sysfs keeps its path) until stdin closes.
+    ns = subprocess.Popen([*in_new_namespace(real, view), sys.executable, "-c", code], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert ns.stdout is not None
+        path = ns.stdout.readline().strip()
+        assert Path(f"/sys/block/{Path(path).name}/loop/backing_file").read_text().strip() == str(view / "a.img")
+        assert fs.detect(path) == "swap"
+    finally:
+        assert ns.stdin is not None
+        ns.stdin.close()
+        ns.wait(30)
+    assert loop.detach_all(image) == 1
