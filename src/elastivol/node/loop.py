@@ -585,7 +585,7 @@ def detach(path: str, *, expect: FileId | None = None) -> bool:
         return False
     except OSError as exc:
         if exc.errno == errno.EBUSY:
-            raise InUse(f"loop device {path} is in use (mounted?): unmount it before detaching") from None
+            raise InUse(f"loop device {path} is in use ({_holders_of(path)}): unmount it before detaching") from None
         raise Internal(f"cannot open {path} to detach it: {exc.strerror}") from exc
     try:
         if expect is not None and _status_fd(fd).backing != expect:
@@ -606,6 +606,12 @@ def detach(path: str, *, expect: FileId | None = None) -> bool:
         time.sleep(0.002)
     log.debug("detached %s", path)
     return True
+
+
+def _holders_of(path: str) -> str:
+    rdev = os.stat(path).st_rdev
+    users = holders.describe(f"{os.major(rdev)}:{os.minor(rdev)}", os.path.basename(path))
+    return "; ".join(users) or "held by a mount in a namespace this process cannot see, or by mkfs/fsck"
 
 
 def detach_all(image: str | os.PathLike[str]) -> int:

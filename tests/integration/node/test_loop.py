@@ -182,7 +182,7 @@ def test_detach_refuses_a_mounted_device(host: Host) -> None:
     fs.make(dev.path, "ext4")
     target = host.dir("m")
     mount.mount(dev.path, str(target), "ext4")
-    with pytest.raises(InUse, match="unmount it"):
+    with pytest.raises(InUse, match=f"mounted at {target}\\): unmount it"):
         loop.detach(dev.path)
     assert loop.find(image) == [dev]  # no deferred autoclear was set
     assert not loop.status(dev.path).autoclear
