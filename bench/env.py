@@ -49,21 +49,19 @@ def cleanup(work: Path) -> list[str]:
             mount.unmount_all(m.target)
         except Exception as exc:
             problems.append(f"umount {m.target}: {exc}")
-    for d in loop.list_all():
-        if d.backing_file.startswith(str(work / "pool") + "/"):
-            try:
-                loop.detach(d.path)
-            except Exception as exc:
-                problems.append(f"detach {d.path}: {exc}")
+    for d in loop.under(work / "pool") if (work / "pool").is_dir() else []:
+        try:
+            loop.detach(d.path, expect=d.backing)
+        except Exception as exc:
+            problems.append(f"detach {d.path}: {exc}")
     pool = work / "pool"
     with contextlib.suppress(Exception):
         mount.unmount_all(str(pool))
-    for d in loop.list_all():
-        if d.backing_file.startswith(prefix):
-            try:
-                loop.detach(d.path)
-            except Exception as exc:
-                problems.append(f"detach {d.path}: {exc}")
+    for d in loop.under(work) if work.is_dir() else []:
+        try:
+            loop.detach(d.path, expect=d.backing)
+        except Exception as exc:
+            problems.append(f"detach {d.path}: {exc}")
     shutil.rmtree(work, ignore_errors=True)
     return problems
 

@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def _cleanup_pool(pool: Path) -> None:
     # Unmount anything left under the work dir (deepest first), then the pool, then its loops.
     work = pool.parent
+    # Found by identity before anything is unmounted (the pool's files are reachable only while
+    # it is mounted), so devices attached from another mount namespace are found too.
+    devices = loop.under(work)
     for m in sorted(mount.mounts(), key=lambda m: len(m.target), reverse=True):
         if m.target.startswith(str(work) + "/"):
             try:
@@ -33,12 +36,11 @@ def _cleanup_pool(pool: Path) -> None:
                 # A failed test may have left a file open; detach lazily so the run can end clean.
                 _sys.umount2(m.target, MNT_DETACH)
     # Volume images first (they live on the pool), then the pool's own image.
-    for d in sorted(loop.list_all(), key=lambda d: d.backing_file.endswith("pool.img")):
-        if d.backing_file.startswith(str(work) + "/"):
-            try:
-                loop.detach(d.path)
-            except Exception as exc:
-                print(f"could not detach {d.path}: {exc}")
+    for d in sorted(devices, key=lambda d: d.backing_file.endswith("pool.img")):
+        try:
+            loop.detach(d.path, expect=d.backing)
+        except Exception as exc:
+            print(f"could not detach {d.path}: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -138,6 +138,7 @@ def new_volume(
 def leaked(pool: Path) -> list[str]:
     """Loop devices backed by files in the pool, and mounts under its work dir (except the pool)."""
     work = pool.parent
-    found = [f"{d.path}->{d.backing_file}" for d in loop.list_all() if d.backing_file.startswith(str(pool) + "/")]
+    # By the backing file's identity: devices attached from another mount namespace count too.
+    found = [f"{d.path}->{d.backing_file}" for d in loop.under(pool)]
     found += [m.target for m in mount.mounts() if m.target.startswith(str(work) + "/") and m.target != str(pool)]
     return found

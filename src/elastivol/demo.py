@@ -147,8 +147,7 @@ def lifecycle(client: CsiClient, work: Path, pool_dir: Path, kind: str, rec: Rec
 
 
 def leftovers(pool_dir: Path, work: Path) -> list[str]:
-    found = [f"loop device {d.path} → {d.backing_file}" for d in loop.list_all()
-             if d.backing_file.startswith(str(pool_dir) + "/")]
+    found = [f"loop device {d.path} → {d.backing_file}" for d in (loop.under(pool_dir) if pool_dir.is_dir() else [])]
     found += [f"mount {m.target}" for m in mount.mounts()
               if m.target.startswith(str(work) + "/") and m.target != str(pool_dir)]
     return found

@@ -11,8 +11,8 @@ import click
 
 from elastivol import ids
 from elastivol.errors import ElastivolError
-from elastivol.node import loop, mount
-from elastivol.providers.local.pool import Pool
+from elastivol.node import mount
+from elastivol.providers.local.pool import Pool, PoolLoop
 from elastivol.recovery import Finding, Fix, apply, scan_loops, scan_pool
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
@@ -26,19 +26,27 @@ def _under(path: str, roots: list[str]) -> bool:
 
 
 def scan_mounts(pool: Pool, roots: list[str]) -> list[Finding]:
-    """Mounts under the kubelet roots whose device is a loop over a pool image that has no volume."""
-    backing = {d.path: d for d in loop.list_all()}
-    prefix = str(pool.images) + "/"
+    """Mounts under the kubelet roots of a loop device over a pool image whose volume is gone.
+
+    Recognised by what is mounted (the device's "major:minor", or a bind of its device node),
+    not by the source path mountinfo prints.
+    """
+    by_number: dict[str, PoolLoop] = {}
+    by_node: dict[str, PoolLoop] = {}
+    for pl in pool.loop_devices():
+        by_number[pl.device.major_minor] = pl
+        by_node[f"/loop{pl.device.number}"] = pl
     out = []
     for m in mount.mounts():
-        dev = backing.get(m.source)
-        if dev is None or not _under(m.target, roots) or not dev.backing_file.startswith(prefix):
+        found = by_number.get(m.major_minor) or (by_node.get(m.root) if m.fstype == "devtmpfs" else None)
+        if found is None or not _under(m.target, roots):
             continue
-        volume_id = Path(dev.backing_file).name.removesuffix(".img")
-        if not dev.deleted and ids.is_volume_id(volume_id) and pool.volumes.get(volume_id) is not None:
+        volume_id = found.object_id
+        if found.image is not None and found.kind == "volume" and pool.volumes.get(volume_id) is not None:
             continue
         out.append(Finding("mount-without-volume", m.target,
-                           f"{m.target} mounts {m.source}, whose volume {volume_id} is gone from the pool",
+                           f"{m.target} mounts {found.device.path}, whose volume {volume_id or '?'} is gone from the "
+                           "pool; --fix unmounts it",
                            f"umount {m.target}", _unmount(m.target)))
     return out
 

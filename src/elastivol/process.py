@@ -21,13 +21,16 @@ class ServerProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # argv put before the server's own, to run it through a wrapper that execs it (e.g. one
+    # that enters a new mount namespace, as a container runtime would).
+    prefix: list[str] = field(default_factory=list)
 
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "elastivol", "serve", "--endpoint", self.endpoint, *self.args],
+            [*self.prefix, sys.executable, "-m", "elastivol", "serve", "--endpoint", self.endpoint, *self.args],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,

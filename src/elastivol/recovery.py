@@ -3,7 +3,9 @@
 A process killed mid-operation leaves one of a few known shapes on disk: an image without its
 record (create died after the image), a ``.partial`` image, a record marked ``deleting`` (delete
 died between the image and the record), a snapshot record still ``creating``, an image of a
-snapshot without a record, a metadata temp file, a loop device whose volume is gone. Each shape
+snapshot without a record, a metadata temp file, a loop device whose volume is gone (found by
+its backing file's identity, so also when another mount namespace attached it), an image
+with two loop devices. Each shape
 is a :class:`Finding` that says what it is, what to run and, when the repair is safe, how to make
 it. The server applies the safe repairs at start-up; ``doctor --fix`` applies them on demand.
 
@@ -21,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elastivol import ids
-from elastivol.node import fs, loop, mount
-from elastivol.providers.local.pool import FROZEN_PREFIX, Pool
+from elastivol.node import fs, holders, loop, mount
+from elastivol.providers.local.pool import FROZEN_PREFIX, Pool, PoolLoop
 
 log = logging.getLogger("elastivol.recovery")
 
@@ -54,10 +56,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _loop_users(device: str) -> list[str]:
-    return [m.target for m in mount.find_by_source(device)]
 
 
 def scan_pool(pool: Pool) -> list[Finding]:
@@ -182,28 +180,83 @@ def _quarantine(pool: Pool, path: Path) -> Fix:
     return fix
 
 
+def _unclaimed(pool: Pool, found: PoolLoop) -> str:
+    """Why no volume record claims this device as staged; "" when one does.
+
+    A volume may be staged on a node of this host exactly while it is attached to one
+    (ControllerPublishVolume comes before NodeStageVolume, ControllerUnpublishVolume after
+    NodeUnstageVolume), so an attachment to any node is the claim: which node's plugin
+    attached a device is not recorded by the kernel, and a raw block volume has no mount to
+    show it is in use.
+    """
+    what = f"{found.kind} {found.object_id}".strip()
+    if found.image is None:
+        return f"its image ({what}, {found.device.backing_file}) was deleted while attached"
+    if found.kind != "volume":
+        return f"it holds the image of {what}, and elastivol never attaches snapshot images"
+    rec = pool.volumes.get(found.object_id)
+    if rec is None:
+        return f"volume {found.object_id} has no record (it was deleted, or its create died)"
+    if rec.get("state") == "deleting":
+        return f"volume {found.object_id} is being deleted"
+    if not rec.get("attachments"):
+        return f"volume {found.object_id} is not attached to any node, so no node has it staged"
+    return ""
+
+
 def scan_loops(pool: Pool) -> list[Finding]:
-    """Loop devices over pool images whose volume is gone (deleted image or record)."""
+    """Loop devices over pool images (live or deleted) that no volume record claims, and images
+    with more than one device. Each finding says what start-up recovery and ``--fix`` do."""
     out = []
-    prefix = str(pool.images) + "/"
-    for dev in loop.list_all():
-        if not dev.backing_file.startswith(prefix):
+    claimed: dict[loop.FileId, list[PoolLoop]] = {}
+    for found in pool.loop_devices():
+        dev = found.device
+        reason = _unclaimed(pool, found)
+        if not reason:
+            claimed.setdefault(dev.backing, []).append(found)
             continue
-        volume_id = Path(dev.backing_file).name.removesuffix(".img")
-        gone = dev.deleted or not ids.is_volume_id(volume_id) or pool.volumes.get(volume_id) is None
-        if not gone:
-            continue
-        users = _loop_users(dev.path)
-        fix = None if users else _detach(dev.path)
-        remedy = f"losetup -d {dev.path}" if not users else f"umount {' '.join(users)}, then losetup -d {dev.path}"
-        out.append(Finding("loop-without-volume", dev.path, f"loop device over {dev.backing_file}, whose volume is gone",
-                           remedy, fix))
+        users = holders.describe(dev.major_minor, f"loop{dev.number}")
+        if users:
+            detail = f"{dev.path}: {reason}; left attached because it is {'; '.join(users)}"
+            remedy = f"unmount it ({'; '.join(users)}), then elastivol doctor --pool {pool.directory} --fix"
+        else:
+            detail = f"{dev.path}: {reason}; nothing holds it, so start-up recovery and --fix detach it"
+            remedy = f"elastivol doctor --pool {pool.directory} --fix (or losetup -d {dev.path})"
+        out.append(Finding("loop-without-volume", dev.path, detail, remedy,
+                           None if users else _detach(dev.path, dev.backing)))
+    for group in claimed.values():
+        if len(group) > 1:
+            out.append(_duplicates(pool, group))
     return out
 
 
-def _detach(device: str) -> Fix:
+def _duplicates(pool: Pool, group: list[PoolLoop]) -> Finding:
+    """Two or more devices on one image: keep the one in use (or the first), detach the rest."""
+    used = {f.device.path: holders.describe(f.device.major_minor, f"loop{f.device.number}") for f in group}
+    busy = [f.device for f in group if used[f.device.path]]
+    names = ", ".join(f.device.path for f in group)
+    subject = f"{group[0].object_id} ({names})"
+    if len(busy) > 1:
+        where = "; ".join(f"{d.path} {', '.join(used[d.path])}" for d in busy)
+        return Finding("image-with-several-loop-devices", subject,
+                       f"the image of {group[0].object_id} is attached to {len(group)} devices and more than one is in "
+                       f"use ({where}): its filesystem may be damaged; left alone",
+                       "stop the pods using it, unmount all but one, then elastivol doctor --fix")
+    keep = busy[0] if busy else group[0].device
+    extra = [f.device for f in group if f.device.path != keep.path]
+
     def fix() -> None:
-        loop.detach(device)
+        for dev in extra:
+            loop.detach(dev.path, expect=dev.backing)
+    return Finding("image-with-several-loop-devices", subject,
+                   f"the image of {group[0].object_id} is attached to {len(group)} devices; {keep.path} is kept, "
+                   f"{', '.join(d.path for d in extra)} (unused) are detached by start-up recovery and --fix",
+                   f"elastivol doctor --pool {pool.directory} --fix", fix)
+
+
+def _detach(device: str, backing: loop.FileId) -> Fix:
+    def fix() -> None:
+        loop.detach(device, expect=backing)
     return fix
 
 

@@ -67,3 +67,27 @@ def test_snapshot_restore_and_clone_are_full_copies(plain_pool: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=True).stdout
     assert "NO: snapshots and clones are full copies" in info
     assert leaked(plain_pool) == []
+
+
+def test_a_deleted_image_is_told_apart_from_another_pools_on_the_same_filesystem(plain_pool: Path) -> None:
+    from elastivol import ids
+    from elastivol.node import loop
+    from elastivol.providers.local.pool import Pool
+
+    other_dir = plain_pool.parent / "other-pool"
+    init_pool(other_dir, in_place=True)
+    ours, other = Pool(plain_pool), Pool(other_dir)
+    image = ours.image_path(ids.new_id("vol"))
+    with open(image, "wb") as fh:
+        fh.truncate(16 << 20)
+    dev = loop.attach(image)
+    try:
+        assert [f.device.path for f in ours.loop_devices()] == [dev.path]
+        image.unlink()
+        # Both pools share /var/tmp's filesystem; the sysfs folder (visible here) says whose it was.
+        [found] = ours.loop_devices()
+        assert found.deleted and found.object_id == image.stem and found.device.path == dev.path
+        assert other.loop_devices() == []
+    finally:
+        loop.detach(dev.path, expect=dev.backing)
+    shutil.rmtree(other_dir)

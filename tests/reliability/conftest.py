@@ -12,6 +12,7 @@ import pytest
 
 from elastivol.node import _sys, loop, mount
 from elastivol.process import ServerProcess, serve_args
+from tests.reliability.pods import PodServer, pod_host
 
 MNT_DETACH = 2
 NODE = "node-rel"
@@ -27,22 +28,22 @@ def _unmount_under(root: str, *, keep: str = "") -> None:
                 _sys.umount2(m.target, MNT_DETACH)
 
 
-def _detach_backed_by(prefix: str) -> None:
-    for d in loop.list_all():
-        if d.backing_file.startswith(prefix):
-            try:
-                loop.detach(d.path)
-            except Exception as exc:
-                print(f"could not detach {d.path}: {exc}")
+def _detach_under(root: Path) -> None:
+    # By identity, so devices attached by a plugin in another mount namespace are found too.
+    for d in loop.under(root):
+        try:
+            loop.detach(d.path, expect=d.backing)
+        except Exception as exc:
+            print(f"could not detach {d.path}: {exc}")
 
 
 def cleanup_work(work: Path) -> None:
     """Unmount everything under ``work``, detach the loops it backs: volumes first, the pool last."""
-    pool = str(work / "pool")
-    _unmount_under(str(work), keep=pool)
-    _detach_backed_by(pool + "/")
+    pool = work / "pool"
+    _unmount_under(str(work), keep=str(pool))
+    _detach_under(pool)
     _unmount_under(str(work))
-    _detach_backed_by(str(work) + "/")
+    _detach_under(work)
 
 
 def keep_logs(work: Path) -> None:
@@ -94,3 +95,34 @@ def server_factory(rel_pool: Path) -> Iterator[ServerFactory]:
     yield factory
     for server in made:
         server.stop()
+
+
+PodFactory = Callable[..., PodServer]
+
+
+@pytest.fixture
+def pods(rel_pool: Path) -> Iterator[PodFactory]:
+    """Makes (unstarted) servers that run as pods: each start in a new mount namespace, the pool
+    bound at a path of its own, the host's kubelet dir shared (see tests.reliability.pods)."""
+    work = rel_pool.parent
+    made: list[PodServer] = []
+    with pod_host(work) as ns_dir:
+
+        def factory(name: str, *, env: dict[str, str] | None = None) -> PodServer:
+            server = PodServer(
+                serve_args(pool=rel_pool, node_id=NODE, zone=ZONE, allowed_roots=[work]),
+                f"unix://{work}/{name}-{os.getpid()}-{len(made)}.sock",
+                work / "logs" / f"{name}.log",
+                env=dict(env or {}),
+                host_pool=rel_pool,
+                ns_dir=ns_dir,
+                name=name,
+            )
+            made.append(server)
+            return server
+
+        try:
+            yield factory
+        finally:
+            for server in made:
+                server.stop()

@@ -241,10 +241,10 @@ def sweep(layout: Layout) -> list[str]:
         if m.target.startswith(root) and m.target not in (str(layout.block_pool), str(layout.file_pool)):
             mount.unmount_all(m.target)
             done.append(f"unmounted {m.target}")
-    for d in loop.list_all():
-        pools = (str(layout.block_pool) + "/", str(layout.file_pool) + "/")
-        if d.backing_file.startswith(pools):
-            loop.detach(d.path)
+    # By identity: a device attached from another mount namespace has another path in sysfs.
+    for pool in (layout.block_pool, layout.file_pool):
+        for d in loop.under(pool) if pool.is_dir() else []:
+            loop.detach(d.path, expect=d.backing)
             done.append(f"detached {d.path} ({d.backing_file})")
     for pool in (layout.block_pool, layout.file_pool):
         mount.unmount_all(str(pool))
@@ -269,7 +269,7 @@ def leftovers(layout: Layout) -> list[str]:
     """What of this lab is still on the host; empty after a clean `lab down`."""
     root = str(layout.root) + "/"
     found = [f"mount {m.target}" for m in mount.mounts() if m.target.startswith(root) or m.target == str(layout.root)]
-    found += [f"loop device {d.path} → {d.backing_file}" for d in loop.list_all() if d.backing_file.startswith(root)]
+    found += [f"loop device {d.path} → {d.backing_file}" for d in (loop.under(layout.root) if layout.root.is_dir() else [])]
     found += [f"socket {s}" for s in layout.sockets.glob("*.sock")] if layout.sockets.is_dir() else []
     for status in ([layout.status_file] if layout.status_file.exists() else []):
         try:

@@ -20,6 +20,10 @@ _mount.restype = ctypes.c_int
 _umount2 = _libc.umount2
 _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _umount2.restype = ctypes.c_int
+_statx = getattr(_libc, "statx", None)
+if _statx is not None:
+    _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    _statx.restype = ctypes.c_int
 _sync_file_range = _libc.sync_file_range
 _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 _sync_file_range.restype = ctypes.c_int
@@ -32,6 +36,11 @@ FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 # <xfs/xfs_fs.h>: the v1 geometry is understood by every kernel and has what we read.
 XFS_IOC_FSGEOMETRY_V1 = 0x80705864  # _IOR('X', 100, struct xfs_fsop_geom_v1) (112 bytes)
 
+# <linux/stat.h>: struct statx is 256 bytes; stx_mask is its first u32, stx_mnt_id the u64 at 144.
+AT_FDCWD = -100
+STATX_MNT_ID = 0x1000
+_STATX_SIZE = 256
+_STX_MNT_ID_OFFSET = 144
 SYNC_FILE_RANGE_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
 UMOUNT_NOFOLLOW = 8
 MNT_DETACH = 2
@@ -68,3 +77,19 @@ def sync_file_range(fd: int) -> None:
 def block_device_size(fd: int) -> int:
     buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
     return int(struct.unpack("=Q", buf)[0])
+
+
+def mount_id(path: str) -> int | None:
+    """The id (as in /proc/self/mountinfo) of the mount ``path`` is on, symlinks followed.
+
+    None when the kernel or libc cannot say (statx without STATX_MNT_ID: before Linux 5.8).
+    """
+    if _statx is None:
+        return None
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if _statx(AT_FDCWD, os.fsencode(path), 0, STATX_MNT_ID, buf) != 0:
+        _raise(path)
+    mask = struct.unpack_from("=I", buf.raw, 0)[0]
+    if not mask & STATX_MNT_ID:
+        return None
+    return int(struct.unpack_from("=Q", buf.raw, _STX_MNT_ID_OFFSET)[0])

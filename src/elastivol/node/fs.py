@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from elastivol.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, Unimplemented
-from elastivol.node import _sys
+from elastivol.node import _sys, loop
 from elastivol.node.run import HostCommandError, run
 
 log = logging.getLogger("elastivol.node.fs")
@@ -130,10 +130,11 @@ def _all_holes(fd: int, device: str) -> bool:
     st = os.fstat(fd)
     if stat.S_ISREG(st.st_mode):
         backing = device
-    elif stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == 7:
+    elif stat.S_ISBLK(st.st_mode) and os.major(st.st_rdev) == loop.LOOP_MAJOR:
         try:
             with open(f"/sys/dev/block/7:{os.minor(st.st_rdev)}/loop/backing_file", "rb") as fh:
                 backing = os.fsdecode(fh.read()).removesuffix("\n")
+            expected: loop.FileId | None = loop.backing_of_fd(fd)
         except OSError:
             return False
         if backing.endswith(" (deleted)"):
@@ -146,6 +147,10 @@ def _all_holes(fd: int, device: str) -> bool:
     except OSError:
         return False
     try:
+        # sysfs prints the path as the namespace that attached the device saw it: here it may
+        # name another file, or none. Only the device's own file may vouch for its blankness.
+        if stat.S_ISBLK(st.st_mode) and loop.FileId.of(os.fstat(bfd)) != expected:
+            return False
         os.lseek(bfd, 0, os.SEEK_DATA)
     except OSError as exc:
         return exc.errno == errno.ENXIO  # no data from offset 0 to the end

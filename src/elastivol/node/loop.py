@@ -1,8 +1,10 @@
 """Loop devices through their ioctls (no losetup).
 
 A device is set up in one ``LOOP_CONFIGURE`` (Linux 5.8+): file, flags and direct I/O
-together, so no one ever sees a half-configured device. What is attached to what is read
-from ``/sys/block/loopN/loop``, which costs no process and no open of the device.
+together, so no one ever sees a half-configured device. Which devices are attached is read
+from ``/sys/block/loopN/loop``; to what, from ``LOOP_GET_STATUS64``: the backing file's device
+and inode (:class:`FileId`). Every lookup compares that identity with ``stat()`` of an image,
+never the path sysfs prints, which depends on the mount namespace that attached the device.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from elastivol.errors import FailedPrecondition, Internal, InUse, InvalidArgument, NotFound, Unavailable
-from elastivol.node import _sys
+from elastivol.node import _sys, holders
 
 log = logging.getLogger("elastivol.node.loop")
 
@@ -48,6 +50,10 @@ LO_KEY_SIZE = 32
 SECTOR_SIZE = 512
 # Another process can take the number LOOP_CTL_GET_FREE gave us before we configure it.
 _ATTACH_ATTEMPTS = 32
+# How long an attach waits for a device already on its way out (autoclear) to go.
+_DEPARTING_WAIT = 0.5
+# How many 2 ms looks a detach takes for its device to be gone (another opener delays that).
+_GONE_POLLS = 50
 
 
 class LoopInfo64(ctypes.Structure):
@@ -88,14 +94,58 @@ if ctypes.sizeof(LoopInfo64) != 232 or ctypes.sizeof(LoopConfig) != 304:
 
 
 @dataclass(frozen=True)
+class FileId:
+    """What a file is, independent of any path: its filesystem's device number and its inode.
+
+    A loop device is matched to its image by this pair, as ``LOOP_GET_STATUS64`` reports it
+    (``lo_device``/``lo_inode``) and ``stat()`` gives it. The path in sysfs is no use for that:
+    the kernel prints it as seen from the mount namespace that attached the device, so a node
+    plugin restarted in a new container (the pool mounted elsewhere, or the old mount gone)
+    cannot recognise its own devices by it. An inode held open by a device is never freed, so
+    while the device exists no other file can have the same pair.
+    """
+
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileId:
+        return cls(st.st_dev, st.st_ino)
+
+
+def file_id(path: str | os.PathLike[str]) -> FileId | None:
+    """The identity of the file at ``path`` (symlinks followed), or None when there is none."""
+    try:
+        return FileId.of(os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _decode_dev(encoded: int) -> int:
+    """``lo_device`` is the kernel's huge_encode_dev(); give it in the st_dev form Python uses."""
+    major = (encoded & 0xFFF00) >> 8
+    minor = (encoded & 0xFF) | ((encoded >> 12) & 0xFFF00)
+    return os.makedev(major, minor)
+
+
+@dataclass(frozen=True)
 class LoopDevice:
     path: str
     number: int
+    # Identity of the backing file (see FileId): what every lookup compares.
+    backing: FileId
+    # The backing file's path as sysfs prints it: relative to the mount namespace that attached
+    # the device, so for messages only, never for matching.
     backing_file: str
     read_only: bool
     direct_io: bool
     # The backing file was unlinked (or renamed over) while attached.
     deleted: bool = False
+    # "major:minor" of the device itself, as /proc/self/mountinfo shows its mounts.
+    major_minor: str = ""
+    autoclear: bool = False
+    offset: int = 0
+    sizelimit: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,8 +172,12 @@ class LoopStatus:
     def autoclear(self) -> bool:
         return bool(self.flags & LO_FLAGS_AUTOCLEAR)
 
+    @property
+    def backing(self) -> FileId:
+        return FileId(_decode_dev(self.backing_device), self.backing_inode)
 
-# -- reading state from sysfs ------------------------------------------------------------------
+
+# -- reading state -----------------------------------------------------------------------------
 # A device can be detached (or removed) by another thread or process while we read it. Its
 # attribute is then gone (ENOENT), or kernfs refuses it because its node is being removed
 # under an open file (ENODEV), or the device is going away (ENXIO): all mean "not there".
@@ -148,7 +202,7 @@ def _numbers() -> Iterator[int]:
 
 
 def _backing(number: int) -> tuple[str, bool] | None:
-    """(backing file, deleted) of ``loopN``, or None when it is free."""
+    """(backing file as sysfs prints it, deleted) of ``loopN``, or None when it is free."""
     text = _read_sys(f"{_SYS_BLOCK}/loop{number}/loop/backing_file")
     if not text:
         return None
@@ -157,69 +211,140 @@ def _backing(number: int) -> tuple[str, bool] | None:
     return text, False
 
 
-def _device(number: int, backing: str, deleted: bool) -> LoopDevice | None:
-    """``loopN`` as attached to ``backing``, or None when it was detached since that was read."""
-    base = f"{_SYS_BLOCK}/loop{number}"
-    ro = _read_sys(f"{base}/ro")
-    # loop/ (and its dio) exists exactly while a file is attached.
-    dio = _read_sys(f"{base}/loop/dio")
-    if ro is None or dio is None:
+def _status_of(number: int) -> tuple[LoopStatus, str] | None:
+    """(LOOP_GET_STATUS64, "major:minor") of ``/dev/loopN``; None when it is free or gone.
+
+    Opening a loop device read-only has no side effect; an open that races a detach only
+    delays the teardown until it is closed.
+    """
+    try:
+        fd = os.open(f"/dev/loop{number}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in _VANISHED:
+            return None
+        raise
+    try:
+        rdev = os.fstat(fd).st_rdev
+        return _status_fd(fd), f"{os.major(rdev)}:{os.minor(rdev)}"
+    except OSError as exc:
+        if exc.errno in _VANISHED:
+            return None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _device(number: int) -> LoopDevice | None:
+    """``loopN`` as attached now, or None when it is free (or was detached while being read)."""
+    found = _backing(number)
+    if found is None:
         return None
+    backing_file, deleted = found
+    read = _status_of(number)
+    if read is None:
+        return None
+    st, major_minor = read
     return LoopDevice(
         path=f"/dev/loop{number}",
         number=number,
-        backing_file=backing,
-        read_only=ro == "1",
-        direct_io=dio == "1",
+        backing=st.backing,
+        backing_file=backing_file,
+        read_only=st.read_only,
+        direct_io=st.direct_io,
         deleted=deleted,
+        major_minor=major_minor,
+        autoclear=st.autoclear,
+        offset=st.offset,
+        sizelimit=st.sizelimit,
     )
 
 
 def list_all() -> list[LoopDevice]:
-    """Every attached loop device on the host, by number (one detached mid-scan is left out)."""
+    """Every attached loop device on the host, by number (one detached mid-scan is left out).
+
+    This is the one scan every lookup below filters: sysfs says which devices are attached
+    (no open for a free one), ``LOOP_GET_STATUS64`` says to what.
+    """
     out = []
     for number in sorted(_numbers()):
-        found = _backing(number)
-        if found is None:
-            continue
-        dev = _device(number, *found)
+        dev = _device(number)
         if dev is not None:
             out.append(dev)
     return out
+
+
+def backed_by(ident: FileId) -> list[LoopDevice]:
+    """The devices whose backing file is the file ``ident``."""
+    return [d for d in list_all() if d.backing == ident]
 
 
 def find(image: str | os.PathLike[str]) -> list[LoopDevice]:
-    """The devices whose backing file is ``image``.
+    """The devices whose backing file is the file now at ``image`` (compared by identity).
 
-    A device whose backing file was deleted only counts when nothing exists at that path any
-    more: then it is the leftover of this image (worth detaching), while a file that now
-    exists there is a different inode the device has never seen.
+    A device whose file was deleted (or renamed over) holds an inode that no path leads to any
+    more, so it is never found here: :func:`on_filesystem` finds those, and the pool scan
+    (``Pool.loop_devices``) tells which of them were pool images.
     """
-    wanted = os.path.realpath(image)
-    exists: bool | None = None
-    out = []
-    for number in sorted(_numbers()):
-        found = _backing(number)
-        if found is None:
+    ident = file_id(image)
+    return [] if ident is None else backed_by(ident)
+
+
+def on_filesystem(device: int) -> list[LoopDevice]:
+    """The devices whose backing file, live or deleted, is on the filesystem ``device`` (an st_dev)."""
+    return [d for d in list_all() if d.backing.device == device]
+
+
+def under(root: str | os.PathLike[str]) -> list[LoopDevice]:
+    """The devices backed by files under the directory ``root``, for cleanup and leak checks.
+
+    A file counts when it is (by identity) a file under ``root``; or when it is on ``root``'s
+    own filesystem (``root`` is a mount point, like a pool) or on a filesystem mounted below
+    ``root`` from a loop device over a file under ``root``, deleted files included; or when
+    sysfs names a deleted file under ``root`` (attached from this mount namespace). Other
+    filesystems mounted below ``root`` do not make their files ``root``'s.
+    """
+    base = os.path.realpath(root)
+    devices = list_all()
+    files: set[FileId] = set()
+    mounted: set[int] = set()
+    owned: set[int] = set()
+    top = os.stat(base).st_dev
+    if os.stat(os.path.dirname(base) or "/").st_dev != top:
+        owned.add(top)
+    for dirpath, _dirs, names in os.walk(base):
+        try:
+            here = os.stat(dirpath).st_dev
+        except FileNotFoundError:
             continue
-        backing, deleted = found
-        # sysfs prints the path the file was opened by, already free of symlinks.
-        if backing != wanted:
-            continue
-        if deleted:
-            if exists is None:
-                exists = os.path.lexists(wanted)
-            if exists:
+        if here != top:
+            mounted.add(here)
+        for name in names:
+            try:
+                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
+            except FileNotFoundError:
                 continue
-        dev = _device(number, backing, deleted)
-        if dev is not None:
-            out.append(dev)
-    return out
+            if stat.S_ISREG(st.st_mode):
+                files.add(FileId.of(st))
+    by_number = {d.major_minor: d for d in devices}
+    for dev in mounted:
+        over = by_number.get(f"{os.major(dev)}:{os.minor(dev)}")
+        if over is not None and over.backing in files:
+            owned.add(dev)
+    prefix = base.rstrip("/") + "/"
+    return [
+        d for d in devices
+        if d.backing in files or d.backing.device in owned or (d.deleted and d.backing_file.startswith(prefix))
+    ]
 
 
 # -- attaching ---------------------------------------------------------------------------------
-def _configure(number: int, backing_fd: int, name: str, flags: int) -> int:
-    """LOOP_CONFIGURE ``loopN``; returns the flags the kernel took. Raises OSError."""
+# LO_FLAGS_AUTOCLEAR is never set. With it the kernel detaches a device when its last opener
+# closes it, and elastivol's devices spend time with no opener at all: between LOOP_CONFIGURE
+# and the mount in NodeStage (so the device would vanish before mkfs), and for the whole life
+# of a staged raw block volume (a bind mount of the device node does not open it). Leaks are
+# handled instead by finding devices by identity (unstage, DeleteVolume, start-up recovery).
+def _configure(number: int, backing_fd: int, name: str, flags: int) -> tuple[LoopStatus, str]:
+    """LOOP_CONFIGURE ``loopN``; returns what the kernel took and the device's "major:minor"."""
     config = LoopConfig()
     config.fd = backing_fd
     config.block_size = SECTOR_SIZE
@@ -238,7 +363,8 @@ def _configure(number: int, backing_fd: int, name: str, flags: int) -> int:
             log.info("loop%d: direct I/O refused for %s; attaching with buffered I/O", number, name)
             config.info.lo_flags = flags & ~LO_FLAGS_DIRECT_IO
             fcntl.ioctl(dev, LOOP_CONFIGURE, config)
-        return _status_fd(dev).flags
+        rdev = os.fstat(dev).st_rdev
+        return _status_fd(dev), f"{os.major(rdev)}:{os.minor(rdev)}"
     finally:
         os.close(dev)
 
@@ -263,7 +389,7 @@ def _attach_fd(fd: int, image: str, *, read_only: bool, direct_io: bool) -> Loop
         except OSError as exc:
             raise Unavailable(f"no free loop device: {exc.strerror}") from exc
         try:
-            taken = _configure(number, fd, image, flags)
+            taken, major_minor = _configure(number, fd, image, flags)
         except OSError as exc:
             # EBUSY: another process configured this number first. ENOENT: its node is not
             # in /dev yet (devtmpfs adds it as the device is created). Take the next free one.
@@ -274,9 +400,14 @@ def _attach_fd(fd: int, image: str, *, read_only: bool, direct_io: bool) -> Loop
         dev = LoopDevice(
             path=f"/dev/loop{number}",
             number=number,
+            backing=taken.backing,
             backing_file=image,
-            read_only=bool(taken & LO_FLAGS_READ_ONLY),
-            direct_io=bool(taken & LO_FLAGS_DIRECT_IO),
+            read_only=taken.read_only,
+            direct_io=taken.direct_io,
+            major_minor=major_minor,
+            autoclear=taken.autoclear,
+            offset=taken.offset,
+            sizelimit=taken.sizelimit,
         )
         log.debug("attached %s to %s (direct io: %s)", image, dev.path, dev.direct_io)
         return dev
@@ -311,29 +442,92 @@ def attach(image: str | os.PathLike[str], *, read_only: bool = False, direct_io:
         return _attach_fd(fd, path, read_only=read_only, direct_io=direct_io)
 
 
+@contextlib.contextmanager
+def image_lock(image: str | os.PathLike[str]) -> Iterator[FileId | None]:
+    """Hold the image's attach lock; yields its identity (None when there is no image).
+
+    An exclusive flock on the image itself: every process and every mount namespace that
+    opens the file gets the same lock, so attaching, detaching and deleting an image are
+    serialised wherever the pool is mounted.
+    """
+    try:
+        fd = os.open(os.path.realpath(image), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield FileId.of(os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
 def ensure_attached(
     image: str | os.PathLike[str], *, read_only: bool = False, direct_io: bool = True
 ) -> LoopDevice:
     """The loop device of ``image``, attaching one only if none exists.
 
-    An exclusive flock on the image makes find-then-attach atomic between processes, so two
-    racing callers cannot give one image two devices.
+    An existing device (found by the file's identity, whoever attached it and from whichever
+    mount namespace) is reused when it serves the image the way asked, and refused with a
+    reason otherwise: one image never gets a second device. The image's flock makes
+    find-then-attach atomic between processes.
     """
     # The lock lives on its own open file: the fd handed to LOOP_CONFIGURE stays referenced by
     # the loop device, so a flock on it would outlive this call and block the next caller.
-    with _open_image(image, True) as (lock_fd, _), _open_image(image, read_only) as (fd, path):
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        for dev in find(path):
-            if dev.deleted:
-                continue
-            if dev.read_only != read_only:
-                raise FailedPrecondition(
-                    f"{path} is already attached to {dev.path} "
-                    f"{'read-only' if dev.read_only else 'read-write'}, but {'read-only' if read_only else 'read-write'} "
-                    "was asked for: detach it first (unstage the volume)"
-                )
-            return dev
-        return _attach_fd(fd, path, read_only=read_only, direct_io=direct_io)
+    with image_lock(image) as ident, _open_image(image, read_only) as (fd, path):
+        st = os.fstat(fd)
+        if ident is None or FileId.of(st) != ident or st.st_nlink == 0:
+            # Deleted or replaced between the two opens (a DeleteVolume won the lock first).
+            raise NotFound(f"image {path} was deleted or replaced while being attached")
+        devices = backed_by(ident)
+        deadline = time.monotonic() + _DEPARTING_WAIT
+        while devices and all(d.autoclear for d in devices) and time.monotonic() < deadline:
+            # Detached while someone (a scan like ours) had it open: it goes at their close.
+            time.sleep(0.02)
+            devices = backed_by(ident)
+        if not devices:
+            return _attach_fd(fd, path, read_only=read_only, direct_io=direct_io)
+        if len(devices) > 1:
+            names = ", ".join(d.path for d in devices)
+            raise FailedPrecondition(
+                f"{path} is attached to {len(devices)} loop devices ({names}); two devices on one image can "
+                "corrupt it, so none is used: unmount and detach the extra ones (elastivol doctor --fix "
+                "detaches those nothing holds), then retry"
+            )
+        dev = devices[0]
+        _check_reusable(dev, path, read_only)
+        if stat.S_ISREG(st.st_mode) and _size(dev.path) != st.st_size:
+            # Grown while attached and never refreshed (the plugin died before NodeExpandVolume).
+            refresh_capacity(dev.path)
+        log.info("%s is already attached to %s; reusing it", path, dev.path)
+        return dev
+
+
+def _check_reusable(dev: LoopDevice, path: str, read_only: bool) -> None:
+    if dev.read_only != read_only:
+        raise FailedPrecondition(
+            f"{path} is already attached to {dev.path} "
+            f"{'read-only' if dev.read_only else 'read-write'}, but {'read-only' if read_only else 'read-write'} "
+            "was asked for: detach it first (unstage the volume)"
+        )
+    if dev.offset or dev.sizelimit:
+        raise FailedPrecondition(
+            f"{path} is already attached to {dev.path} with offset {dev.offset} and size limit {dev.sizelimit} "
+            "(not by elastivol?): that device shows only part of the image; detach it (losetup -d) and retry"
+        )
+    if dev.autoclear:
+        raise FailedPrecondition(
+            f"{path} is attached to {dev.path}, which is being detached (autoclear: it goes when its last user "
+            "closes it); unmount whatever still uses it, then retry"
+        )
+
+
+def _size(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _sys.block_device_size(fd)
+    finally:
+        os.close(fd)
 
 
 # -- status, capacity, detaching -----------------------------------------------------------------
@@ -357,6 +551,11 @@ def _status_fd(fd: int) -> LoopStatus:
     )
 
 
+def backing_of_fd(fd: int) -> FileId:
+    """Identity of the backing file of the loop device open at ``fd`` (OSError ENXIO when free)."""
+    return _status_fd(fd).backing
+
+
 def status(path: str) -> LoopStatus:
     """``LOOP_GET_STATUS64`` of an attached device; NotFound when it is free."""
     _check_loop(path)
@@ -371,12 +570,13 @@ def status(path: str) -> LoopStatus:
         os.close(fd)
 
 
-def detach(path: str) -> bool:
+def detach(path: str, *, expect: FileId | None = None) -> bool:
     """Detach ``path``; False when it was already free (or is gone). In use → InUse.
 
     The device is opened exclusively first: a mounted device (or one mkfs is writing) is
     held exclusively, so we refuse instead of letting LOOP_CLR_FD quietly turn into a
-    deferred "autoclear" detach.
+    deferred "autoclear" detach. With ``expect``, a device whose backing file is no longer
+    that file (freed and taken by someone else since it was looked up) is left alone (False).
     """
     try:
         _check_loop(path)
@@ -385,24 +585,41 @@ def detach(path: str) -> bool:
         return False
     except OSError as exc:
         if exc.errno == errno.EBUSY:
-            raise InUse(f"loop device {path} is in use (mounted?): unmount it before detaching") from None
+            raise InUse(f"loop device {path} is in use ({_holders_of(path)}): unmount it before detaching") from None
         raise Internal(f"cannot open {path} to detach it: {exc.strerror}") from exc
     try:
+        if expect is not None and _status_fd(fd).backing != expect:
+            return False
         fcntl.ioctl(fd, LOOP_CLR_FD)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             return False
         raise Internal(f"cannot detach {path}: {exc.strerror}") from exc
     finally:
-        # The kernel tears the device down as this last opener closes it.
+        # The kernel tears the device down as its last opener closes it: this fd, or, when
+        # another process had it open at that moment (a scan like list_all), that one's.
         os.close(fd)
+    number = int(path.removeprefix("/dev/loop")) if path.removeprefix("/dev/loop").isdigit() else -1
+    for _ in range(_GONE_POLLS):
+        if number < 0 or _backing(number) is None:
+            break
+        time.sleep(0.002)
     log.debug("detached %s", path)
     return True
 
 
+def _holders_of(path: str) -> str:
+    rdev = os.stat(path).st_rdev
+    users = holders.describe(f"{os.major(rdev)}:{os.minor(rdev)}", os.path.basename(path))
+    return "; ".join(users) or "held by a mount in a namespace this process cannot see, or by mkfs/fsck"
+
+
 def detach_all(image: str | os.PathLike[str]) -> int:
-    """Detach every device of ``image``; returns how many were detached."""
-    return sum(1 for dev in find(image) if detach(dev.path))
+    """Detach every device of the file at ``image``; returns how many were detached."""
+    with image_lock(image) as ident:
+        if ident is None:
+            return 0
+        return sum(1 for dev in backed_by(ident) if detach(dev.path, expect=ident))
 
 
 def refresh_capacity(path: str) -> int:
@@ -418,3 +635,27 @@ def refresh_capacity(path: str) -> int:
         raise Internal(f"cannot refresh the capacity of {path}: {exc.strerror}") from exc
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def released(image: str | os.PathLike[str]) -> Iterator[None]:
+    """Detach every device of ``image`` and keep it unattachable while the caller runs (to delete it).
+
+    A device something holds (a mount in any namespace, a bound device node, device-mapper)
+    is not pulled away: InUse (FAILED_PRECONDITION) names the device and its holders.
+    """
+    with image_lock(image) as ident:
+        for dev in backed_by(ident) if ident is not None else []:
+            users = holders.describe(dev.major_minor, f"loop{dev.number}")
+            if not users:
+                try:
+                    detach(dev.path, expect=ident)
+                    continue
+                except InUse:
+                    users = ["opened exclusively by something this process cannot see (a mount in another "
+                             "mount namespace, or a running mkfs/fsck)"]
+            raise InUse(
+                f"{os.fspath(image)} is still attached to {dev.path}, {'; '.join(users)}: unmount it there "
+                "(unstage the volume on its node), then retry"
+            )
+        yield

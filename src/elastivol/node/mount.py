@@ -178,12 +178,37 @@ def find_by_target(
     if table is None:
         table = mounts()
     plain = os.path.normpath(os.path.abspath(path))
+    by_id = _by_mount_id(plain, table)
+    if by_id is not _UNKNOWN:
+        return by_id
     found = _top([m for m in table if m.target == plain])
     if found is None:
         real = os.path.realpath(plain)
         if real != plain:
             found = _top([m for m in table if m.target == real])
     return found
+
+
+_UNKNOWN = MountInfo(-1, -1, "", "", "", "", (), "", "", "")
+
+
+def _by_mount_id(path: str, table: Sequence[MountInfo]) -> MountInfo | None:
+    """The top mount at ``path`` found by mount id (statx), not by the target text mountinfo prints
+    (escaped, and relative to this process's root); ``_UNKNOWN`` when the kernel cannot tell.
+
+    A path is a mount's root exactly when its mount differs from its parent directory's.
+    """
+    real = os.path.realpath(path)
+    try:
+        here = _sys.mount_id(real)
+        above = _sys.mount_id(os.path.dirname(real)) if real != "/" else None
+    except OSError:
+        return _UNKNOWN  # no such path (the text may still name a mount), or not ours to stat
+    if here is None:
+        return _UNKNOWN
+    if here == above:
+        return None
+    return next((m for m in table if m.mount_id == here), _UNKNOWN)
 
 
 def find_by_source(device: str) -> list[MountInfo]:

@@ -164,7 +164,8 @@ def publish_bind(staging_path: str, target: str, readonly: bool, options: Sequen
         raise FailedPrecondition(f"nothing is staged at {staging_path}: stage the volume first")
     existing = mount.find_by_target(target, table)
     if existing is not None:
-        if existing.major_minor == staged.major_minor and existing.read_only == readonly:
+        # The same filesystem and the same directory of it (device and root), not a path's text.
+        if (existing.major_minor, existing.root) == (staged.major_minor, staged.root) and existing.read_only == readonly:
             return
         raise FailedPrecondition(f"{target} already has another mount on it; unpublish it first")
     os.makedirs(target, mode=_DIR_MODE, exist_ok=True)

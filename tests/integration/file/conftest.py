@@ -26,12 +26,12 @@ from elastivol.providers.local.pool import Pool, init_pool
 
 
 def _cleanup(work: Path) -> None:
+    devices = loop.under(work)  # before unmounting: a pool's files are found only while it is mounted
     for m in sorted(mount.mounts(), key=lambda m: len(m.target), reverse=True):
         if m.target.startswith(str(work) + "/"):
             mount.unmount_all(m.target)
-    for d in loop.list_all():
-        if d.backing_file.startswith(str(work) + "/"):
-            loop.detach(d.path)
+    for d in devices:
+        loop.detach(d.path, expect=d.backing)
 
 
 @pytest.fixture(scope="package")

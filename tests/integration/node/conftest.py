@@ -40,8 +40,7 @@ class Host:
         return [m.target for m in mount.mounts() if m.target.startswith(prefix)]
 
     def loops(self) -> list[loop.LoopDevice]:
-        prefix = str(self.root) + "/"
-        return [d for d in loop.list_all() if d.backing_file.startswith(prefix)]
+        return loop.under(self.root)
 
     def cleanup(self) -> None:
         # Rounds, because mounts and loops nest both ways: a mounted pool holds the images
@@ -54,7 +53,7 @@ class Host:
                     mount.unmount_all(target)
             for dev in self.loops():
                 with contextlib.suppress(InUse):
-                    loop.detach(dev.path)
+                    loop.detach(dev.path, expect=dev.backing)
             if not self.mounts() and not self.loops():
                 return
 

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,10 +17,12 @@ import pytest
 
 from elastivol.errors import FailedPrecondition, InUse, InvalidArgument, NotFound
 from elastivol.node import loop, mount
+from tests.reliability.pods import ROOT, in_new_namespace
 
 from .conftest import Host
 
 MiB = 1 << 20
+LOOP_SET_STATUS64 = 0x4C04
 
 
 def losetup_json(path: str) -> dict[str, Any]:
@@ -148,15 +151,19 @@ def test_deleted_backing_file(host: Host) -> None:
     dev = loop.attach(image)
     image.unlink()
     assert Path(f"/sys/block/loop{dev.number}/loop/backing_file").read_text().strip().endswith("(deleted)")
-    [found] = loop.find(image)
-    assert found.deleted and found.backing_file == str(image) and found.path == dev.path
+    # No path leads to the deleted inode any more; the filesystem scan still finds the device.
+    assert loop.find(image) == []
+    [found] = [d for d in loop.on_filesystem(dev.backing.device) if d.path == dev.path]
+    assert found.deleted and found.backing == dev.backing and found.backing_file == str(image)
     # A new file at the same path is another inode: the old device is not its device.
     host.image("gone.img", 16 * MiB)
     assert loop.find(image) == []
     fresh = loop.ensure_attached(image)
     assert fresh.path != dev.path and loop.find(image) == [fresh]
-    image.unlink()
-    assert loop.detach_all(image) == 2
+    assert {d.path for d in loop.under(host.root)} == {dev.path, fresh.path}
+    assert loop.detach_all(image) == 1
+    assert loop.detach(dev.path, expect=fresh.backing) is False  # not the file it was looked up for
+    assert loop.detach(dev.path, expect=dev.backing) is True
 
 
 def test_refresh_capacity(host: Host) -> None:
@@ -175,7 +182,7 @@ def test_detach_refuses_a_mounted_device(host: Host) -> None:
     fs.make(dev.path, "ext4")
     target = host.dir("m")
     mount.mount(dev.path, str(target), "ext4")
-    with pytest.raises(InUse, match="unmount it"):
+    with pytest.raises(InUse, match=f"mounted at {target}\\): unmount it"):
         loop.detach(dev.path)
     assert loop.find(image) == [dev]  # no deferred autoclear was set
     assert not loop.status(dev.path).autoclear
@@ -224,3 +231,117 @@ def test_attach_is_faster_than_losetup(host: Host) -> None:
     theirs = (time.perf_counter() - started) / rounds
     print(f"attach+detach: ioctls {ours * 1000:.2f} ms, losetup {theirs * 1000:.2f} ms")
     assert ours < theirs
+
+
+def test_found_by_identity_after_the_attaching_namespace_is_gone(host: Host) -> None:
+    """The issue's reproduction: attach inside ``unshare -m`` with the directory bound elsewhere, exit."""
+    image = host.image("ns.img", 16 * MiB)
+    elsewhere = host.root / "elsewhere"
+    code = f"from elastivol.node import loop; print(loop.attach({str(elsewhere / 'ns.img')!r}).path)"
+    # A new mount namespace with host.root bound at host.root/elsewhere, ended when python exits.
+    path = subprocess.run([*in_new_namespace(host.root, elsewhere), sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
+    seen = Path(f"/sys/block/{Path(path).name}/loop/backing_file").read_text().strip()
+    assert seen != str(image)  # what the old path comparison would have looked for
+    [dev] = loop.find(image)
+    assert dev.path == path and dev.backing == loop.file_id(image)
+    assert loop.ensure_attached(image) == dev  # reused, not a second device
+    assert loop.detach_all(image) == 1 and loop.find(image) == []
+
+
+def test_ensure_attached_refuses_an_image_with_two_devices(host: Host) -> None:
+    image = host.image("two.img", 16 * MiB)
+    first, second = loop.attach(image), loop.attach(image)
+    with pytest.raises(FailedPrecondition, match=f"2 loop devices \\({first.path}, {second.path}\\)"):
+        loop.ensure_attached(image)
+    assert loop.detach_all(image) == 2
+
+
+def test_ensure_attached_refuses_a_partial_or_departing_device(host: Host) -> None:
+    image = host.image("part.img", 16 * MiB)
+    path = subprocess.run(["losetup", "--find", "--show", "--offset", "1048576", str(image)],
+                          capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    with pytest.raises(FailedPrecondition, match="offset 1048576"):
+        loop.ensure_attached(image)
+    assert loop.detach(path)
+    dev = loop.attach(image)
+    # Autoclear, as a LOOP_CLR_FD on a device still open leaves it: it goes with its last opener.
+    fd = os.open(dev.path, os.O_RDONLY)
+    try:
+        info = loop.LoopInfo64()
+        fcntl.ioctl(fd, loop.LOOP_GET_STATUS64, info)
+        info.lo_flags |= loop.LO_FLAGS_AUTOCLEAR
+        fcntl.ioctl(fd, LOOP_SET_STATUS64, info)
+        with pytest.raises(FailedPrecondition, match="being detached"):
+            loop.ensure_attached(image)
+    finally:
+        os.close(fd)  # the last opener: the kernel detaches it now
+    assert loop.find(image) == []
+
+
+def test_reuse_refreshes_a_grown_image(host: Host) -> None:
+    image = host.image("grown.img", 16 * MiB)
+    dev = loop.ensure_attached(image)
+    os.truncate(image, 40 * MiB)
+    assert loop.ensure_attached(image) == dev
+    assert int(Path(f"/sys/block/loop{dev.number}/size").read_text()) * 512 == 40 * MiB
+
+
+def test_released_detaches_an_unused_device_and_names_a_holder(host: Host) -> None:
+    from elastivol.node import fs
+
+    image = host.image("rel.img", 64 * MiB)
+    dev = loop.attach(image)
+    fs.make(dev.path, "ext4")
+    target = host.dir("rel-mnt")
+    mount.mount(dev.path, str(target), "ext4")
+    with pytest.raises(InUse, match=f"{dev.path}, mounted at {target}"), loop.released(image):
+        raise AssertionError("must not run while the device is mounted")
+    assert loop.find(image) == [dev]
+    mount.unmount(str(target))
+    with loop.released(image):
+        assert loop.find(image) == []
+        image.unlink()
+    assert loop.under(host.root) == []
+
+
+def test_detach_returns_once_the_device_is_gone_even_with_a_reader(host: Host) -> None:
+    # Another process's scan may have the device open as it is detached: the kernel then
+    # finishes the detach at that reader's close, and detach() waits for it.
+    dev = loop.attach(host.image("busy.img", 16 * MiB))
+    reader = os.open(dev.path, os.O_RDONLY)
+    closer = threading.Timer(0.03, os.close, args=(reader,))
+    closer.start()
+    try:
+        assert loop.detach(dev.path) is True
+        assert loop.find(host.root / "busy.img") == []  # already gone, not 30 ms later
+    finally:
+        closer.join()
+
+
+def test_blankness_is_read_from_the_devices_own_file_not_the_path_sysfs_names(host: Host) -> None:
+    """sysfs names the backing file as the attaching namespace sees it; here that path leads to
+    another file, empty and sparse. Trusting it would call a device with data on it blank, and
+    NodeStageVolume formats blank devices."""
+    from elastivol.node import fs
+
+    real, view = host.dir("real"), host.dir("view")
+    image = host.image("real/a.img", 16 * MiB)
+    subprocess.run(["mkswap", str(image)], capture_output=True, check=True, timeout=30)  # blkid knows it
+    host.image("view/a.img", 16 * MiB)  # the decoy: what the host sees at the path sysfs will print
+    code = (f"import sys; from elastivol.node import loop; print(loop.attach({str(view / 'a.img')!r}).path, "
+            "flush=True); sys.stdin.read()")
+    # Bound at view only inside the namespace, which stays alive (so sysfs keeps its path) until stdin closes.
+    ns = subprocess.Popen([*in_new_namespace(real, view), sys.executable, "-c", code], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert ns.stdout is not None
+        path = ns.stdout.readline().strip()
+        assert Path(f"/sys/block/{Path(path).name}/loop/backing_file").read_text().strip() == str(view / "a.img")
+        assert fs.detect(path) == "swap"
+    finally:
+        assert ns.stdin is not None
+        ns.stdin.close()
+        ns.wait(30)
+    assert loop.detach_all(image) == 1

@@ -56,6 +56,23 @@ def test_escaped_paths_in_mountinfo(host: Host) -> None:
     mount.unmount(str(target))
 
 
+def test_mounts_are_found_by_mount_id_not_by_target_text(host: Host) -> None:
+    import dataclasses
+
+    target = host.dir("by-id")
+    plain = host.dir("plain")
+    tmpfs(target)
+    tmpfs(target, "ro")  # stacked: the top one is the answer
+    # The table as another namespace (or a differently escaping reader) would print it: no
+    # target text matches, yet the mount at the path is still the one the kernel walks into.
+    garbled = [dataclasses.replace(m, target="/elsewhere" + m.target) for m in mount.mounts()]
+    top = mount.find_by_target(target, garbled)
+    assert top is not None and top.read_only and top.mount_id == mount.find_by_target(target).mount_id
+    assert mount.find_by_target(plain, garbled) is None  # a plain directory is no mount, whatever the text
+    assert mount.find_by_target(target / "sub", garbled) is None  # ENOENT: nothing matches the text either
+    assert mount.unmount_all(str(target)) == 2
+
+
 def test_bind_read_only_refuses_writes(host: Host) -> None:
     source = host.dir("src")
     tmpfs(source)

@@ -156,7 +156,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
                 )
             existing = hostmount.find_by_target(target)
             if existing is not None:
-                if existing.major_minor != staged.major_minor:
+                if (existing.major_minor, existing.root) != (staged.major_minor, staged.root):
                     raise AlreadyExists(f"{target} already has another volume mounted on it")
                 if ("ro" in existing.options.split(",")) != readonly:
                     raise AlreadyExists(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from elastivol.providers.types import (
     Snapshot,
     VolumeMode,
 )
+
+log = logging.getLogger("elastivol.providers.local.block")
 
 crashpoints.register(
     "create.after_image",
@@ -307,10 +310,13 @@ class LocalBlockProvider:
 
     def _staged_mountpoint(self, image: Path) -> str:
         """Where the image is mounted on this host (its staging path), or ''."""
-        for dev in loop.find(str(image)):
-            for info in mount.mounts():
-                if info.source == dev.path and info.root == "/":
-                    return info.target
+        devices = {d.major_minor for d in loop.find(str(image))}
+        if not devices:
+            return ""
+        for info in mount.mounts():
+            # By what is mounted (device number, whole filesystem), not by the source text.
+            if info.major_minor in devices and info.root == "/":
+                return info.target
         return ""
 
     def delete_volume(self, volume_id: str) -> None:
@@ -329,16 +335,23 @@ class LocalBlockProvider:
                 "(delete the pod or its VolumeAttachment)",
                 node=rec["attachments"][0]["node_id"],
             )
-        if loop.find(str(image)):
-            raise InUse(
-                f"volume {volume_id} is still in use by a loop device on this host: unstage it on its node first"
-            )
-        with self.pool.operation():
+        # Never unlink an image a loop device still holds: the device would keep serving a file
+        # no one can find. An unused device (a plugin that died before unstaging) is detached.
+        with self.pool.operation(), self._released(image, f"volume {volume_id}"):
             rec["state"] = "deleting"
             self.pool.volumes.put(volume_id, rec)
             image.unlink(missing_ok=True)
             crashpoints.hit("delete.after_image")
             self.pool.volumes.delete(volume_id)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _released(image: Path, what: str) -> Iterator[None]:
+        try:
+            with loop.released(image):
+                yield
+        except InUse as exc:
+            raise InUse(f"{what} is still in use on this host: {exc.message}") from None
 
     # -- attachments -------------------------------------------------------------------------
     def attach(self, volume_id: str, node_id: str, readonly: bool) -> dict[str, str]:
@@ -498,8 +511,10 @@ class LocalBlockProvider:
     def delete_snapshot(self, snapshot_id: str) -> None:
         if not ids.is_snapshot_id(snapshot_id):
             return
-        self.pool.snapshot_path(snapshot_id).unlink(missing_ok=True)
-        self.pool.snapshots.delete(snapshot_id)
+        image = self.pool.snapshot_path(snapshot_id)
+        with self._released(image, f"snapshot {snapshot_id}"):
+            image.unlink(missing_ok=True)
+            self.pool.snapshots.delete(snapshot_id)
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         rec = self.pool.snapshots.get(snapshot_id) if ids.is_snapshot_id(snapshot_id) else None
@@ -554,8 +569,17 @@ class LocalBlockNode:
         return found[0].path if found else None
 
     def detach_device(self, volume_id: str) -> None:
-        if ids.is_volume_id(volume_id):
-            loop.detach_all(str(self.pool.image_path(volume_id)))
+        if not ids.is_volume_id(volume_id):
+            return
+        loop.detach_all(str(self.pool.image_path(volume_id)))
+        # A device left on this volume's image by an older version that deleted it while attached.
+        for found in self.pool.loop_devices():
+            if found.deleted and found.kind == "volume" and found.object_id == volume_id:
+                try:
+                    loop.detach(found.device.path, expect=found.device.backing)
+                except InUse:
+                    log.warning("%s holds a deleted image of %s and is in use; elastivol doctor reports it",
+                                found.device.path, volume_id)
 
     def refresh_device(self, volume_id: str) -> int:
         device = self.find_device(volume_id)

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -77,6 +78,36 @@ class PoolUsage:
     uncommitted_bytes: int
     volumes: int
     snapshots: int
+
+
+@dataclass(frozen=True)
+class PoolLoop:
+    """A loop device whose backing file is one of the pool's images, or was one until deleted."""
+
+    device: loop.LoopDevice
+    kind: str  # "volume", "snapshot", or "unknown" (a deleted file of the pool's own filesystem)
+    object_id: str  # the vol-/snap- id its file name carries; "" when it carries none
+    image: Path | None  # the live image; None when the device holds a deleted file
+
+    @property
+    def deleted(self) -> bool:
+        return self.image is None
+
+
+def _deleted_shape(backing_file: str) -> tuple[str, str]:
+    """(kind, id) that a deleted file's last two path components say it was, or ("", "").
+
+    Only the tail is read: the head is the path in the mount namespace that attached the
+    device, which a restarted node plugin does not share.
+    """
+    parent, name = os.path.split(backing_file)
+    stem = name.removesuffix(".partial").removesuffix(".img")
+    folder = os.path.basename(parent)
+    if folder == "images" and name.endswith((".img", ".img.partial")) and ids.is_volume_id(stem):
+        return "volume", stem
+    if folder == "snapshots" and name.endswith((".img", ".img.partial")) and ids.is_snapshot_id(stem):
+        return "snapshot", stem
+    return "", ""
 
 
 def backing_image_for(directory: Path) -> Path:
@@ -315,6 +346,53 @@ class Pool:
 
     def snapshot_path(self, snapshot_id: str) -> Path:
         return self.snapshot_images / f"{snapshot_id}.img"
+
+    def loop_devices(self) -> list[PoolLoop]:
+        """Every loop device on this host whose backing file is a pool image, live or deleted.
+
+        Matched by identity (see :class:`elastivol.node.loop.FileId`), so devices attached by
+        a plugin in another mount namespace, with the pool mounted at another path, count too.
+        A live image is recognised by its inode. A deleted one has no name left to stat; it is
+        recognised by being on the pool's filesystem (``lo_device`` is the pool's ``st_dev``)
+        while no file of the pool has its inode, and, unless that filesystem is the pool's own
+        (a pool image mounted at the pool directory), by sysfs naming it
+        ``.../images/vol-*.img (deleted)`` or ``.../snapshots/snap-*.img (deleted)``.
+        """
+        live: dict[loop.FileId, tuple[str, Path]] = {}
+        for kind, folder in (("volume", self.images), ("snapshot", self.snapshot_images)):
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        live[loop.FileId.of(st)] = (kind, Path(entry.path))
+        dedicated = bool(self.config.backing_image)
+        folders = {loop.file_id(self.images), loop.file_id(self.snapshot_images)}
+        out = []
+        for dev in loop.on_filesystem(os.stat(self.directory).st_dev):
+            hit = live.get(dev.backing)
+            if hit is not None:
+                kind, path = hit
+                name = path.name.removesuffix(".partial").removesuffix(".img")
+                out.append(PoolLoop(dev, kind, name, path))
+            elif dev.deleted and (dedicated or self._maybe_ours(dev, folders)):
+                kind, object_id = _deleted_shape(dev.backing_file)
+                if kind or dedicated:
+                    out.append(PoolLoop(dev, kind or "unknown", object_id, None))
+        return out
+
+    @staticmethod
+    def _maybe_ours(dev: loop.LoopDevice, folders: set[loop.FileId | None]) -> bool:
+        """A deleted file on a filesystem the pool shares: not another pool's, as far as can be told.
+
+        When the folder sysfs names is visible here and is not this pool's images or snapshots
+        folder, the file was another pool's (two pools on one filesystem). A folder that does not
+        resolve here was named by another mount namespace, and the name's shape decides.
+        """
+        folder = loop.file_id(os.path.dirname(dev.backing_file))
+        return folder is None or folder in folders
 
     def health(self) -> Health:
         if not (self.directory / POOL_FILE).exists():
