@@ -134,7 +134,9 @@ def _parse_line(line: bytes) -> MountInfo:
 
 
 def parse_mountinfo(data: bytes) -> list[MountInfo]:
-    return [_parse_line(line) for line in data.splitlines() if line]
+    # Split on newlines only: the kernel escapes "\n" in paths but writes "\r" (and the other
+    # characters splitlines() breaks on) as they are, so a mount at "/a\rb" is still one line.
+    return [_parse_line(line) for line in data.split(b"\n") if line]
 
 
 def mounts() -> list[MountInfo]:

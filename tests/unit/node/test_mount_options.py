@@ -113,3 +113,10 @@ def test_mountinfo_parsing() -> None:
     assert table[4].super_options == ""
     assert table[5].target == "/café"
     assert mount.find_by_target("/nowhere", table) is None
+
+
+def test_mountinfo_with_a_carriage_return_in_a_path() -> None:
+    """The kernel escapes newline but not "\r", "\v" or "\f": such a target is still one line."""
+    data = b"50 27 0:47 / /k/a\rb\x0bc\x0cd rw - tmpfs none rw\n51 27 0:48 / /k/e rw - tmpfs none rw\n"
+    table = mount.parse_mountinfo(data)
+    assert [(m.mount_id, m.target) for m in table] == [(50, "/k/a\rb\x0bc\x0cd"), (51, "/k/e")]

@@ -66,7 +66,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        staging = str(self.guard.check(request.staging_target_path))
+        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path"))
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         volume_context = dict(request.volume_context)
         fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
@@ -90,7 +90,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.staging_target_path, "staging_target_path")
-        staging = str(self.guard.check(request.staging_target_path))
+        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path"))
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         with self.inflight.hold(request.volume_id):
@@ -114,8 +114,8 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require_text(request.staging_target_path, "staging_target_path")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        target = str(self.guard.check(request.target_path))
-        staging = str(self.guard.check(request.staging_target_path))
+        target = str(self.guard.check(request.target_path, field="target_path"))
+        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path"))
         if target == staging:
             raise InvalidArgument("target_path must differ from staging_target_path")
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
@@ -168,7 +168,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        target = str(self.guard.check(request.target_path))
+        target = str(self.guard.check(request.target_path, field="target_path"))
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         with self.inflight.hold(request.volume_id):
@@ -182,7 +182,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = str(self.guard.check(request.volume_path))
+        path = str(self.guard.check(request.volume_path, field="volume_path"))
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         return await in_thread(self._stats, request.volume_id, path)
@@ -218,9 +218,9 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = str(self.guard.check(request.volume_path))
+        path = str(self.guard.check(request.volume_path, field="volume_path"))
         if request.staging_target_path:
-            self.guard.check(request.staging_target_path)
+            self.guard.check(request.staging_target_path, field="staging_target_path")
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         await in_thread(self._known_volume, request.volume_id)

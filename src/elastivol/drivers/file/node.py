@@ -72,7 +72,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_file_capability(cap)
-        target = str(self.guard.check(request.target_path))
+        target = str(self.guard.check(request.target_path, field="target_path"))
         handle = parse_volume_handle(request.volume_id)
         options = self._mount_options(cap)
         readonly = request.readonly or cap.mode.read_only
@@ -100,7 +100,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        target = str(self.guard.check(request.target_path))
+        target = str(self.guard.check(request.target_path, field="target_path"))
         parse_volume_handle(request.volume_id)
         with self.inflight.hold(f"publish:{target}"):
             await in_thread(self.provider.unpublish, target)
@@ -120,7 +120,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.volume_path, "volume_path")
-        path = str(self.guard.check(request.volume_path))
+        path = str(self.guard.check(request.volume_path, field="volume_path"))
         handle = parse_volume_handle(request.volume_id)
         return await in_thread(self._stats, handle, path)
 
