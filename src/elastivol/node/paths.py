@@ -30,10 +30,11 @@ class PathGuard:
     def _roots_text(self) -> str:
         return ", ".join(self.allowed_roots) if self.allowed_roots else "(none)"
 
-    def check(self, path: str, *, must_exist: bool = False, field: str = "path") -> Path:
+    def check(self, path: str, *, must_exist: bool = False, field: str = "path", directory: bool = False) -> Path:
         """``path`` with symlinks resolved, if it lies strictly inside an allowed root.
 
-        ``field`` names the request field in messages, so the caller knows what to fix.
+        ``field`` names the request field in messages, so the caller knows what to fix;
+        ``directory``: the path, where it exists, must be a directory (a staging path).
         """
         if not path:
             raise InvalidArgument(f"{field} is empty")
@@ -52,6 +53,8 @@ class PathGuard:
                     if must_exist and not os.path.lexists(resolved):
                         raise NotFound(f"{field} {path} does not exist")
                     _check_parents(resolved, base, field)
+                    if directory and os.path.lexists(resolved) and not os.path.isdir(resolved):
+                        raise InvalidArgument(f"{field} {path} exists and is not a directory; it must be one")
                     return Path(resolved)
         shown = path if resolved == path else f"{path} (which resolves to {resolved})"
         raise InvalidArgument(

@@ -241,7 +241,7 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 f"volume {volume.id} is a {volume.mode.value} volume but {cap.volume_mode.value} access was asked"
             )
         if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and volume.fs_type and cap.fs_type != volume.fs_type:
-            raise InvalidArgument(f"volume {volume.id} is formatted {volume.fs_type}, not {cap.fs_type}")
+            raise InvalidArgument(f"fs_type {cap.fs_type} does not match: volume {volume.id} is formatted {volume.fs_type}")
 
     async def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
@@ -353,12 +353,14 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 raise OutOfRange(f"{required} bytes rounded to whole GiB ({new_size}) exceeds limit_bytes {limit}")
             if new_size < volume.size_bytes:
                 raise OutOfRange(
-                    f"volumes can only grow: {volume.id} is {volume.size_bytes} bytes, {new_size} was asked"
+                    f"capacity_range.required_bytes asks for {new_size} bytes but volumes can only grow: "
+                    f"{volume.id} is already {volume.size_bytes} bytes"
                 )
             _min_gib, max_gib = size_limits_gib(params.volume_type)
             if new_size > max_gib * GiB:
                 raise OutOfRange(
-                    f"{params.volume_type} volumes can be at most {max_gib} GiB; {new_size // GiB} GiB was asked"
+                    f"capacity_range.required_bytes asks for {new_size // GiB} GiB; {params.volume_type} volumes can be "
+                    f"at most {max_gib} GiB"
                 )
             perf = recompute_for_resize(params, new_size // GiB)
             grown = await in_thread(self.provider.expand_volume, request.volume_id, new_size)

@@ -66,7 +66,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path"))
+        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path", directory=True))
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         volume_context = dict(request.volume_context)
         fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
@@ -116,8 +116,11 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         check_block_capability(cap, multi_attach=True)
         target = str(self.guard.check(request.target_path, field="target_path"))
         staging = str(self.guard.check(request.staging_target_path, field="staging_target_path"))
-        if target == staging:
-            raise InvalidArgument("target_path must differ from staging_target_path")
+        if target == staging or target.startswith(staging + "/") or staging.startswith(target + "/"):
+            raise InvalidArgument(
+                f"target_path {target} and staging_target_path {staging} must be apart, neither inside the other: "
+                "a mount inside the other would hide it or write into the volume"
+            )
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         readonly = request.readonly or cap.mode.read_only
         await in_thread(self._known_volume, request.volume_id)
