@@ -38,14 +38,19 @@ FILE_INT_KEYS = (file_params.UID, file_params.GID, file_params.GID_RANGE_START, 
 def local_state(pool: Path, work: Path, trees: tuple[Path, ...] = ()) -> tuple[Any, ...]:
     """Pool records (by content), images and snapshots (by size), the file trees, mounts and loops."""
     # Node records are heartbeats a server rewrites on its own; the rest changes only with a call.
-    records = tuple(sorted((str(p), p.read_bytes()) for p in (pool / "meta").rglob("*")
-                           if p.is_file() and p.parent.name != "nodes"))
+    # A record rewritten, even with the same content, counts as a change (its mtime moves).
+    records = []
+    for dirpath, _dirs, files in os.walk(pool / "meta"):
+        if os.path.basename(dirpath) != "nodes":
+            for name in files:
+                st = os.stat(os.path.join(dirpath, name))
+                records.append((dirpath, name, st.st_size, st.st_mtime_ns))
     images = []
     for d in (pool / "images", pool / "snapshots"):
         if d.is_dir():
             images += [(e.path, e.stat(follow_symlinks=False).st_size) for e in os.scandir(d)]
     files = tuple(sorted(p for t in trees for p in fuzzing.tree(t)))
-    return (records, tuple(sorted(images)), files, *fuzzing.host_state(work))
+    return (tuple(sorted(records)), tuple(sorted(images)), files, *fuzzing.host_state(work))
 
 
 def _start(work: Path, name: str, args: list[str]) -> ServerProcess:
