@@ -154,30 +154,67 @@ def test_a_component_longer_than_name_max_is_invalid_argument(block_target: fuzz
             assert "staging_target_path" in details and limit in details
 
 
-def test_a_mount_with_a_carriage_return_does_not_break_the_server(block_target: fuzzing.Target) -> None:
-    """A mount at a path with "\\r" (which mountinfo does not escape) used to make every call that
-    reads the mount table fail with INTERNAL, CreateVolume included. A volume of its own: the
-    fuzzing before may have left the shared one anywhere."""
+def test_what_the_fuzzing_found_on_a_published_volume(block_target: fuzzing.Target) -> None:
+    """A volume of its own (the fuzzing may leave the shared one anywhere), staged and published."""
     t = block_target
-    base = t.root / "cr"
+    base = t.root / "found"
     odd = base / "a\rb"
     with CsiClient(t.endpoint) as client:
-        vol = new_volume(client, base, "fuzz-cr", node_id=t.node_id)
-        vol.controller_publish()
-        vol.stage()
-        vol.publish(odd)
+        vol = new_volume(client, base, "fuzz-found", node_id=t.node_id)
+        vol.up()
+        staged = {m.target for m in mount.mounts() if m.target.startswith(str(base))}
         try:
+            # Unstaging while published used to unmount the staging path, then fail on the device.
+            code, details = _code(client.node.NodeUnstageVolume, csi_pb2.NodeUnstageVolumeRequest(
+                volume_id=vol.id, staging_target_path=str(vol.staging)))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and str(vol.target) in details, details
+            # A second staging path used to mount the same filesystem twice.
+            again = csi_pb2.NodeStageVolumeRequest(volume_id=vol.id, staging_target_path=str(base / "second"),
+                                                   volume_capability=vol.cap)
+            code, details = _code(client.node.NodeStageVolume, again)
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "staging_target_path" in details, details
+            # A target inside the staging path would bind the volume into itself.
+            inside = csi_pb2.NodePublishVolumeRequest(volume_id=vol.id, staging_target_path=str(vol.staging),
+                                                      target_path=str(vol.staging / "x"), volume_capability=vol.cap)
+            code, details = _code(client.node.NodePublishVolume, inside)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "must be apart" in details, details
+            assert {m.target for m in mount.mounts() if m.target.startswith(str(base))} == staged
+            # A mount at a path with "\r" (which mountinfo does not escape) used to make every call that
+            # reads the mount table INTERNAL, CreateVolume included.
+            vol.publish(odd)
             assert any(m.target == str(odd) for m in mount.mounts())
             code, details = _code(client.controller.CreateVolume, csi_pb2.CreateVolumeRequest(
                 name="fuzz-huge", capacity_range=csi_pb2.CapacityRange(required_bytes=1 << 62),
                 volume_capabilities=[volume_capability()]))
             assert code == grpc.StatusCode.OUT_OF_RANGE, details
-        finally:
             vol.unpublish(odd)
-            vol.unstage()
-            vol.controller_unpublish()
+        finally:
+            vol.down()
             vol.delete()
     assert not any(m.target.startswith(str(base)) for m in mount.mounts())
+
+
+def test_a_message_echoing_a_huge_value_still_reaches_the_client(block_target: fuzzing.Target) -> None:
+    """A 64 KiB parameter value used to come back inside the message, past gRPC's trailer limit:
+    the client saw RESOURCE_EXHAUSTED from its own transport instead of the answer."""
+    with CsiClient(block_target.endpoint) as client:
+        for params in ({"type": "x" * 65536}, {"iops": "9" * 65536}, {"tagSpecification_" + "1" * 5000: "a=b"}):
+            code, details = _code(client.controller.CreateVolume, csi_pb2.CreateVolumeRequest(
+                name="fuzz-echo", volume_capabilities=[volume_capability()], parameters=params))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+            assert len(details.encode()) < 1600 and next(iter(params))[:17] in details
+
+
+def test_a_file_volume_is_published_below_directories_not_made_yet(file_target: fuzzing.Target) -> None:
+    t = file_target
+    target = t.root / "found" / "pods" / "p1" / "mount"
+    with CsiClient(t.endpoint) as client:
+        client.node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
+            volume_id=t.volume.volume_id, target_path=str(target), volume_capability=t.cap), timeout=60)
+        assert any(m.target == str(target) for m in mount.mounts())
+        client.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+            volume_id=t.volume.volume_id, target_path=str(target)), timeout=60)
+    assert not any(m.target == str(target) for m in mount.mounts())
 
 
 # -- the fuzzing (after the named cases: it fills the pool) ---------------------------------------

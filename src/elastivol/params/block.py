@@ -180,9 +180,10 @@ def _int(key: str, value: str) -> int:
     if not _DECIMAL.fullmatch(value):
         raise InvalidParameter(key, f"{key} must be a positive whole number written in decimal digits, not {value!r}")
     limit = _INT_MAX if key in _INT32_KEYS else _BIG_MAX
-    if len(value.lstrip("0")) > len(str(limit)):  # int() refuses more than 4300 digits; no need to try
+    digits = value.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if len(digits) > len(str(limit)):
         raise InvalidParameter(key, f"{key} is too large ({len(value)} digits); the largest accepted value is {limit}")
-    number = int(value)
+    number = int(digits)
     if number <= 0:
         raise InvalidParameter(key, f"{key} must be a positive whole number, not {value!r}")
     if number > limit:

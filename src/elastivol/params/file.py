@@ -131,13 +131,16 @@ def _bool(key: str, value: str) -> bool:
 
 def _id(key: str, value: str) -> int:
     text = value.strip()
-    if not _DECIMAL.fullmatch(text.lstrip("-")):
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    if not _DECIMAL.fullmatch(digits):
         raise InvalidParameter(key, f"Failed to parse invalid {key}: {value!r} is not a whole number")
-    if len(text.lstrip("-").lstrip("0")) > len(str(MAX_ID)):  # int() refuses more than 4300 digits
+    digits = digits.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if negative and digits != "0":
+        raise InvalidParameter(key, f"{key} must be greater or equal than 0; {value[:40]!r} was given")
+    if len(digits) > len(str(MAX_ID)):
         raise InvalidParameter(key, f"{key} is too large ({len(text)} characters); POSIX ids go up to {MAX_ID}")
-    number = int(text)
-    if number < 0:
-        raise InvalidParameter(key, f"{key} must be greater or equal than 0; {value!r} was given")
+    number = int(digits)
     if number > MAX_ID:
         raise InvalidParameter(key, f"{key} {number} is too large; POSIX ids go up to {MAX_ID}")
     return number
