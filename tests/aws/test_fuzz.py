@@ -5,7 +5,8 @@ fuzzing.py); here the state a refused call must not change is also the cloud's: 
 their attachments and snapshots, EFS access points, as moto holds them. Reading those is slow,
 so they are read again only when moto received a call that could change them (every request
 moto gets is recorded); the mounts and loop devices under the work dir are read every time.
-The examples per RPC are half of the profile's (each call that reaches moto costs tens of ms).
+The examples per RPC are fewer than on the local provider (each call that reaches moto costs
+tens of milliseconds): see the profiles in tests/reliability/fuzzing.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor
 
@@ -105,7 +107,7 @@ def aws_block_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_e
         foreign_ids=["fs-0123456789abcdef0::fsap-0123456789abcdef0", "vol-4d10ededc27e99027", "i-0fedcba9876543210"],
         state=cloud_state(moto, raw_ec2, raw_efs, work), mounts_allowed=(str(root), str(work / "kubelet-file")),
         param_keys=(*block_params.ACCEPTED_KEYS, block_params.LEGACY_FS_TYPE_KEY, "tagSpecification_1"),
-        int_keys=BLOCK_INT_KEYS, prepare=publish, examples=max(1, fuzzing.EXAMPLES // 2),
+        int_keys=BLOCK_INT_KEYS, prepare=publish, examples=fuzzing.AWS_EXAMPLES,
     )
     server.stop()
     imds.stop()
@@ -135,7 +137,7 @@ def aws_file_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_ec
         publish_context={}, parameters=params, cap=cap,
         foreign_ids=[aws_block_target.volume.volume_id, aws_block_target.snapshot_id, "vol-0fedcba9876543210"],
         state=cloud_state(moto, raw_ec2, raw_efs, work), mounts_allowed=(str(root), str(work / "kubelet")),
-        param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS, examples=max(1, fuzzing.EXAMPLES // 2),
+        param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS, examples=fuzzing.AWS_EXAMPLES,
     )
     server.stop()
     imds.stop()
@@ -149,3 +151,26 @@ def aws_target(request: pytest.FixtureRequest) -> fuzzing.Target:
 @pytest.mark.parametrize("service,method,input_type", fuzzing.RPCS, ids=fuzzing.RPC_IDS)
 def test_fuzz_rpc(aws_target: fuzzing.Target, service: str, method: str, input_type: Descriptor) -> None:
     fuzzing.run_rpc(aws_target, service, method, input_type)
+
+
+# -- what the fuzzing found, named --------------------------------------------------------------------
+def test_a_refused_clone_leaves_no_temporary_snapshot(aws_block_target: fuzzing.Target, raw_ec2: Any) -> None:
+    """Cloning under a name already used with other parameters is ALREADY_EXISTS; the snapshot the
+    clone was being made from used to stay behind."""
+    t = aws_block_target
+
+    def snapshots() -> set[str]:
+        return {s["SnapshotId"] for s in raw_ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+
+    with CsiClient(t.endpoint, timeout=120) as client:
+        client.create_volume("fuzz-taken", GiB, cap=t.cap, zone=ZONE_A, parameters={"type": "gp3"})
+        before = snapshots()
+        request = csi_pb2.CreateVolumeRequest(
+            name="fuzz-taken", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GiB),
+            volume_capabilities=[t.cap], parameters={"type": "gp3"},
+            volume_content_source=csi_pb2.VolumeContentSource(
+                volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=t.volume.volume_id)))
+        with pytest.raises(grpc.RpcError) as info:
+            client.controller.CreateVolume(request, timeout=120)
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS, info.value.details()
+    assert snapshots() == before
