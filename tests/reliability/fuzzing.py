@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from elastivol.csi import csi_pb2
-from elastivol.node import loop, mount
+from elastivol.node import mount
 
 C = grpc.StatusCode
 SECRET = "Zq9-fuzz-secret-"  # every secret value starts with this; it must never be seen again
@@ -513,14 +513,23 @@ def requests(draw: st.DrawFn, target: Target, method: str, request_class: type[M
     return message
 
 
-def field_words(desc: Descriptor, seen: set[str] | None = None) -> set[str]:
+_WORDS: dict[str, set[str]] = {}
+
+
+def field_words(desc: Descriptor) -> set[str]:
+    if desc.full_name not in _WORDS:
+        _WORDS[desc.full_name] = _field_words(desc)
+    return _WORDS[desc.full_name]
+
+
+def _field_words(desc: Descriptor, seen: set[str] | None = None) -> set[str]:
     """Every field name of a message type, to any depth."""
     seen = set() if seen is None else seen
     for fd in desc.fields:
         seen.add(fd.name)
         if fd.message_type is not None and fd.message_type.full_name not in seen:
             seen.add(fd.message_type.full_name)
-            field_words(fd.message_type, seen)
+            _field_words(fd.message_type, seen)
     return {w for w in seen if "." not in w}
 
 
@@ -561,7 +570,17 @@ def host_state(work: Path) -> tuple[Any, ...]:
         raw = fh.read()
     needle = os.fsencode(prefix)
     mounts = sorted(line.split(b" ", 1)[1] for line in raw.split(b"\n") if needle in line)
-    loops = sorted((d.path, d.backing_file) for d in loop.list_all() if d.backing_file.startswith(prefix))
+    loops = []
+    for entry in os.scandir("/sys/block"):  # only the backing file: loop.list_all reads much more
+        if entry.name.startswith("loop"):
+            try:
+                with open(f"/sys/block/{entry.name}/loop/backing_file", "rb") as fh:
+                    backing = fh.read().strip()
+            except OSError:
+                continue  # not attached
+            if backing.startswith(needle):
+                loops.append((entry.name, backing))
+    loops.sort()
     return tuple(mounts), tuple(loops)
 
 
@@ -615,7 +634,7 @@ def run_rpc(target: Target, service: str, method: str, input_type: Descriptor) -
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""
             tally[code.name] += 1
-            shown = str(request)[:2000]
+            shown = _Shown(request)
             allowed = GENERAL | EXTRA.get(method, set())
             assert code in allowed, f"{target.name} {method} answered {code.name}: {details[:2000]!r} to {shown}"
             assert SECRET not in details, f"{method} leaked a secret in its error: {details!r}"
@@ -648,6 +667,19 @@ def run_rpc(target: Target, service: str, method: str, input_type: Descriptor) -
     for m in mount.mounts():
         if m.target.startswith(str(work) + "/"):
             assert m.target.startswith(target.mounts_allowed), f"mounted {m.target} outside the allowed roots"
+
+
+class _Shown:
+    """A request as text, made only when a message needs it (printing a big request is slow)."""
+
+    def __init__(self, request: Message) -> None:
+        self.request = request
+
+    def __str__(self) -> str:
+        return str(self.request)[:2000]
+
+    def __format__(self, spec: str) -> str:  # f-strings call this
+        return format(str(self), spec)
 
 
 def _diff(a: Any, b: Any) -> str:
