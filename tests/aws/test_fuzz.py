@@ -105,7 +105,8 @@ def aws_block_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_e
         volume=volume, snapshot_id=snapshot.snapshot_id, publish_context=dict(published.publish_context),
         parameters={"type": "gp3", "csi.storage.k8s.io/fstype": "ext4"}, cap=cap,
         foreign_ids=["fs-0123456789abcdef0::fsap-0123456789abcdef0", "vol-4d10ededc27e99027", "i-0fedcba9876543210"],
-        state=cloud_state(moto, raw_ec2, raw_efs, work), mounts_allowed=(str(root), str(work / "kubelet-file")),
+        state=cloud_state(moto, raw_ec2, raw_efs, work), server=server.process,
+        mounts_allowed=(str(root), str(work / "kubelet-file")),
         param_keys=(*block_params.ACCEPTED_KEYS, block_params.LEGACY_FS_TYPE_KEY, "tagSpecification_1"),
         int_keys=BLOCK_INT_KEYS, prepare=publish, examples=fuzzing.AWS_EXAMPLES,
     )
@@ -136,7 +137,8 @@ def aws_file_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_ec
         node_id="i-0aaaaaaaaaaaaaaaa", zone=ZONE_A, volume=volume, snapshot_id="snap-0123456789abcdef0",
         publish_context={}, parameters=params, cap=cap,
         foreign_ids=[aws_block_target.volume.volume_id, aws_block_target.snapshot_id, "vol-0fedcba9876543210"],
-        state=cloud_state(moto, raw_ec2, raw_efs, work), mounts_allowed=(str(root), str(work / "kubelet")),
+        state=cloud_state(moto, raw_ec2, raw_efs, work), server=server.process,
+        mounts_allowed=(str(root), str(work / "kubelet")),
         param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS, examples=fuzzing.AWS_EXAMPLES,
     )
     server.stop()
@@ -163,13 +165,15 @@ def test_a_refused_clone_leaves_no_temporary_snapshot(aws_block_target: fuzzing.
         return {s["SnapshotId"] for s in raw_ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
 
     with CsiClient(t.endpoint, timeout=120) as client:
+        # A source of its own: the fuzzing may have grown the shared volume past the clone's size.
+        source = client.create_volume("fuzz-clone-source", GiB, cap=t.cap, zone=ZONE_A, parameters={"type": "gp3"})
         client.create_volume("fuzz-taken", GiB, cap=t.cap, zone=ZONE_A, parameters={"type": "gp3"})
         before = snapshots()
         request = csi_pb2.CreateVolumeRequest(
             name="fuzz-taken", capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GiB),
             volume_capabilities=[t.cap], parameters={"type": "gp3"},
             volume_content_source=csi_pb2.VolumeContentSource(
-                volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=t.volume.volume_id)))
+                volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source.volume_id)))
         with pytest.raises(grpc.RpcError) as info:
             client.controller.CreateVolume(request, timeout=120)
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS, info.value.details()

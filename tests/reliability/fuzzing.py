@@ -2,7 +2,7 @@
 
 Every unary CSI RPC is called through a real server's socket with requests that hypothesis
 builds in two ways, mixed: a *valid* request (the real volume, a staging path inside the
-allowed root, a capability the driver accepts) with one to three fields replaced by boundary
+allowed root, a capability the driver accepts) with up to three fields replaced by boundary
 values, which reaches the code behind the first validation line; and a request filled at
 random, field by field, from the same boundary values mixed with random ones.
 
@@ -10,8 +10,10 @@ The invariants, checked for every example: the code is OK or one the CSI spec do
 the RPC, never INTERNAL or UNKNOWN; an INVALID_ARGUMENT or OUT_OF_RANGE message names a field
 or a parameter of the request; a secret never comes back; a refused call changes no state (the
 target's cheap fingerprint - records, mounts, loop devices or the cloud's objects - is compared
-after each refused call, ListVolumes every few refusals). Per RPC test: nothing appeared
-outside the allowed roots and nothing is mounted outside them.
+after each refused call, ListVolumes and ListSnapshots every few refusals; a read-only RPC is
+compared once, after its run). Per RPC test: nothing appeared outside the allowed roots, nothing
+is mounted outside them, no secret reached the server's log, the server is alive and its
+memory grew by less than 64 MiB.
 
 How many examples: the hypothesis profile named by ``ELASTIVOL_FUZZ_PROFILE`` (``default``:
 360 per RPC on the local provider and 110 on the aws one, about 21,600 in all; ``long``: ten
@@ -36,6 +38,7 @@ from hypothesis import strategies as st
 
 from elastivol.csi import csi_pb2
 from elastivol.node import mount
+from elastivol.process import ServerProcess
 
 C = grpc.StatusCode
 SECRET = "Zq9-fuzz-secret-"  # every secret value starts with this; it must never be seen again
@@ -129,6 +132,7 @@ class Target:
     cap: csi_pb2.VolumeCapability
     foreign_ids: list[str]  # real-looking ids of the other driver or provider
     state: Callable[[], Any]  # a cheap fingerprint of everything a call could change
+    server: ServerProcess  # its log and its process are checked after each RPC's run
     examples: int = EXAMPLES
     mounts_allowed: tuple[str, ...] = ()  # prefixes a mount under work may have
     param_keys: tuple[str, ...] = ()
@@ -618,6 +622,7 @@ def run_rpc(target: Target, service: str, method: str, input_type: Descriptor) -
     work_before = set(os.listdir(work))
     request_class = getattr(csi_pb2, input_type.name)
     tally = TALLY.setdefault((target.name, method), Counter())
+    rss_before = _rss(target.server.pid)
     started = time.monotonic()
     with grpc.insecure_channel(target.endpoint) as channel:
         call = channel.unary_unary(f"/{service}/{method}", request_serializer=request_class.SerializeToString,
@@ -661,6 +666,10 @@ def run_rpc(target: Target, service: str, method: str, input_type: Descriptor) -
             assert target.state() == state["last"], f"{target.name} {method} (read only) changed the state"
             assert stable_listing(channel) == listed["now"], f"{target.name} {method} (read only) changed ListVolumes"
     TIMES[target.name, method] = TIMES.get((target.name, method), 0.0) + time.monotonic() - started
+    server = target.server
+    assert server.proc is not None and server.proc.poll() is None, f"the server died: {server.log_tail()}"
+    assert _rss(server.pid) - rss_before < 64 * MiB, "the server's memory grew by 64 MiB or more in one RPC's run"
+    assert SECRET not in server.log_path.read_text(errors="replace"), "a secret reached the server's log"
     assert tree(work / "outside") == outside_before, "something appeared or vanished outside the allowed roots"
     assert (work / "outside" / "victim").read_text() == "do not touch"
     assert set(os.listdir(work)) <= work_before, f"new entries in the work dir: {set(os.listdir(work)) - work_before}"
@@ -680,6 +689,13 @@ class _Shown:
 
     def __format__(self, spec: str) -> str:  # f-strings call this
         return format(str(self), spec)
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _diff(a: Any, b: Any) -> str:

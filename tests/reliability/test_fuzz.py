@@ -81,7 +81,7 @@ def block_target(rel_pool: Path) -> Iterator[fuzzing.Target]:
         volume=volume, snapshot_id=snapshot.snapshot_id, publish_context=dict(published.publish_context),
         parameters={"type": "gp3", "csi.storage.k8s.io/fstype": "ext4"}, cap=cap,
         foreign_ids=["fs-0123456789abcdef0::fsap-0123456789abcdef0", "vol-0fedcba9876543210"],
-        state=lambda: local_state(rel_pool, work), mounts_allowed=(str(work / "kubelet"), str(rel_pool)),
+        state=lambda: local_state(rel_pool, work), server=server, mounts_allowed=(str(work / "kubelet"), str(rel_pool)),
         param_keys=(*block_params.ACCEPTED_KEYS, block_params.LEGACY_FS_TYPE_KEY, "tagSpecification_1"),
         int_keys=BLOCK_INT_KEYS, prepare=publish,
     )
@@ -110,7 +110,7 @@ def file_target(rel_pool: Path, block_target: fuzzing.Target) -> Iterator[fuzzin
         name="file-local", driver="file", endpoint=server.endpoint, work=work, root=root, node_id=NODE, zone=ZONE,
         volume=volume, snapshot_id=snapshot.snapshot_id, publish_context={}, parameters=params, cap=cap,
         foreign_ids=[block_target.volume.volume_id, block_target.snapshot_id, "vol-0fedcba9876543210"],
-        state=lambda: local_state(rel_pool, work, (fs_root,)),
+        state=lambda: local_state(rel_pool, work, (fs_root,)), server=server,
         mounts_allowed=(str(work / "kubelet"), str(root), str(rel_pool)),
         param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS,
     )
