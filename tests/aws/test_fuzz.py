@@ -95,10 +95,9 @@ def aws_block_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_e
         snapshot = client.controller.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
             name="fuzz-snap", source_volume_id=volume.volume_id)).snapshot
 
-    def publish() -> None:  # an earlier RPC's run may have detached it
+    def publish() -> None:
         with CsiClient(server.endpoint, timeout=120) as client:
-            client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
-                volume_id=volume.volume_id, node_id=node, volume_capability=cap))
+            fuzzing.restage(client, volume, node, cap, root)
 
     yield fuzzing.Target(
         name="block-aws", driver="block", endpoint=server.endpoint, work=work, root=root, node_id=node, zone=ZONE_A,

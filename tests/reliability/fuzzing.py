@@ -709,6 +709,25 @@ def _diff(a: Any, b: Any) -> str:
     return f"{a!r} -> {b!r}"[:1000]
 
 
+def restage(client: Any, volume: csi_pb2.Volume, node_id: str, cap: csi_pb2.VolumeCapability, root: Path) -> None:
+    """Attach and stage the real volume again before an RPC's run, as a CO would after cleaning up:
+    the publications an earlier run left are unpublished first (a volume still mounted elsewhere
+    cannot be staged again), so that publish, stats and expand reach past "stage it first"."""
+    staging = str(root / "fuzz" / "staging")
+    for m in sorted(mount.mounts(), key=lambda m: len(m.target), reverse=True):
+        if m.target.startswith(str(root) + "/") and m.target != staging:
+            try:
+                client.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+                    volume_id=volume.volume_id, target_path=m.target), timeout=60)
+            except grpc.RpcError:
+                pass  # not ours to unpublish (another volume's test mount): staging will say so
+    context = client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id=volume.volume_id, node_id=node_id, volume_capability=cap), timeout=120).publish_context
+    client.node.NodeStageVolume(csi_pb2.NodeStageVolumeRequest(
+        volume_id=volume.volume_id, staging_target_path=staging, volume_capability=cap,
+        publish_context=context, volume_context=dict(volume.volume_context)), timeout=120)
+
+
 def make_outside(work: Path, root: Path) -> None:
     """The scenery the path edges aim at: a victim outside, a link out, a file and a dir inside."""
     (work / "outside").mkdir(exist_ok=True)

@@ -71,10 +71,9 @@ def block_target(rel_pool: Path) -> Iterator[fuzzing.Target]:
         snapshot = client.controller.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
             name="fuzz-snap", source_volume_id=volume.volume_id)).snapshot
 
-    def publish() -> None:  # an earlier RPC's run may have detached it: stage and publish need it attached
+    def publish() -> None:
         with CsiClient(server.endpoint, timeout=60) as client:
-            client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
-                volume_id=volume.volume_id, node_id=NODE, volume_capability=cap))
+            fuzzing.restage(client, volume, NODE, cap, root)
 
     yield fuzzing.Target(
         name="block-local", driver="block", endpoint=server.endpoint, work=work, root=root, node_id=NODE, zone=ZONE,
@@ -173,10 +172,17 @@ def test_what_the_fuzzing_found_on_a_published_volume(block_target: fuzzing.Targ
                                                    volume_capability=vol.cap)
             code, details = _code(client.node.NodeStageVolume, again)
             assert code == grpc.StatusCode.FAILED_PRECONDITION and "staging_target_path" in details, details
-            # A target inside the staging path would bind the volume into itself.
-            inside = csi_pb2.NodePublishVolumeRequest(volume_id=vol.id, staging_target_path=str(vol.staging),
-                                                      target_path=str(vol.staging / "x"), volume_capability=vol.cap)
-            code, details = _code(client.node.NodePublishVolume, inside)
+            # A target inside the staging path would bind the volume into itself; one inside a
+            # published target would write into that volume and make it impossible to unpublish.
+            for where in (vol.staging / "x", vol.target / "y"):
+                inside = csi_pb2.NodePublishVolumeRequest(volume_id=vol.id, staging_target_path=str(vol.staging),
+                                                          target_path=str(where), volume_capability=vol.cap)
+                code, details = _code(client.node.NodePublishVolume, inside)
+                assert code == grpc.StatusCode.FAILED_PRECONDITION and "is inside" in details, details
+            # Nor may the target hold the staging path (nothing is mounted inside it yet here).
+            around = csi_pb2.NodePublishVolumeRequest(volume_id=vol.id, staging_target_path=str(vol.staging),
+                                                      target_path=str(vol.staging.parent), volume_capability=vol.cap)
+            code, details = _code(client.node.NodePublishVolume, around)
             assert code == grpc.StatusCode.INVALID_ARGUMENT and "must be apart" in details, details
             assert {m.target for m in mount.mounts() if m.target.startswith(str(base))} == staged
             # A mount at a path with "\r" (which mountinfo does not escape) used to make every call that

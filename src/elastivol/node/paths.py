@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from elastivol.errors import InvalidArgument, NotFound
+from elastivol.errors import FailedPrecondition, InvalidArgument, NotFound
+from elastivol.node import mount
 
 ROOT_FLAG = "--allowed-root"
 # Linux's limits (linux/limits.h): a component is at most NAME_MAX bytes, and a whole path with
@@ -30,11 +31,17 @@ class PathGuard:
     def _roots_text(self) -> str:
         return ", ".join(self.allowed_roots) if self.allowed_roots else "(none)"
 
-    def check(self, path: str, *, must_exist: bool = False, field: str = "path", directory: bool = False) -> Path:
+    def check(
+        self, path: str, *, must_exist: bool = False, field: str = "path", directory: bool = False,
+        new_mount: bool = False,
+    ) -> Path:
         """``path`` with symlinks resolved, if it lies strictly inside an allowed root.
 
         ``field`` names the request field in messages, so the caller knows what to fix;
-        ``directory``: the path, where it exists, must be a directory (a staging path).
+        ``directory``: the path, where it exists, must be a directory (a staging path);
+        ``new_mount``: a mount will be made there, so it must not lie inside another mount made
+        below the root (a volume published there would be written into, and could not be
+        unmounted while the new mount sits inside it).
         """
         if not path:
             raise InvalidArgument(f"{field} is empty")
@@ -55,6 +62,8 @@ class PathGuard:
                     _check_parents(resolved, base, field)
                     if directory and os.path.lexists(resolved) and not os.path.isdir(resolved):
                         raise InvalidArgument(f"{field} {path} exists and is not a directory; it must be one")
+                    if new_mount:
+                        _check_not_inside_a_mount(resolved, base, field)
                     return Path(resolved)
         shown = path if resolved == path else f"{path} (which resolves to {resolved})"
         raise InvalidArgument(
@@ -77,6 +86,16 @@ def _check_lengths(path: str, field: str) -> None:
             raise InvalidArgument(
                 f"{field} has a component of {len(part)} bytes ({shown!r}...); Linux allows at most "
                 f"NAME_MAX ({NAME_MAX}) bytes per component: use shorter names"
+            )
+
+
+def _check_not_inside_a_mount(resolved: str, base: str, field: str) -> None:
+    inner = base.rstrip("/") + "/"
+    for m in mount.mounts():
+        if m.target.startswith(inner) and resolved.startswith(m.target + "/"):
+            raise FailedPrecondition(
+                f"{field} {resolved} is inside {m.target}, where a volume is mounted: a mount there would "
+                "write into that volume and pin it; use a path outside it"
             )
 
 

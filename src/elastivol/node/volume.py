@@ -174,6 +174,7 @@ def publish_bind(staging_path: str, target: str, readonly: bool, options: Sequen
         raise FailedPrecondition(f"{target} already has another mount on it; unpublish it first")
     if os.path.lexists(target) and not os.path.isdir(target):
         raise InvalidArgument(f"target_path {target} is not a directory: a volume in mount mode is published on one")
+    mount.refuse_covering(target, table)
     os.makedirs(target, mode=_DIR_MODE, exist_ok=True)
     mount.bind(staging_path, target, readonly=readonly, options=options)
 

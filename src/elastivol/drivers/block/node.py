@@ -66,7 +66,8 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path", directory=True))
+        staging = str(self.guard.check(request.staging_target_path, field="staging_target_path", directory=True,
+                                       new_mount=True))
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         volume_context = dict(request.volume_context)
         fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
@@ -114,7 +115,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require_text(request.staging_target_path, "staging_target_path")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        target = str(self.guard.check(request.target_path, field="target_path"))
+        target = str(self.guard.check(request.target_path, field="target_path", new_mount=True))
         staging = str(self.guard.check(request.staging_target_path, field="staging_target_path"))
         if target == staging or target.startswith(staging + "/") or staging.startswith(target + "/"):
             raise InvalidArgument(

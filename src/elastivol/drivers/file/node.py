@@ -72,7 +72,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_file_capability(cap)
-        target = str(self.guard.check(request.target_path, field="target_path"))
+        target = str(self.guard.check(request.target_path, field="target_path", new_mount=True))
         handle = parse_volume_handle(request.volume_id)
         options = self._mount_options(cap)
         readonly = request.readonly or cap.mode.read_only

@@ -102,6 +102,7 @@ class LocalFileNode:
             return
         if os.path.lexists(target) and not os.path.isdir(target):
             raise InvalidArgument(f"target_path {target} is not a directory: a file volume is published on one")
+        hostmount.refuse_covering(target)
         # As the block driver does: the parents are made too (the guard checked they are directories).
         os.makedirs(os.path.dirname(target), 0o750, exist_ok=True)
         with contextlib.suppress(FileExistsError):
