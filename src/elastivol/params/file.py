@@ -335,9 +335,11 @@ def access_point_directory(params: FileParameters, volume_name: str) -> str:
     if parts and parts[0] == RESERVED_TOP_DIR:
         raise InvalidParameter(SUB_PATH_PATTERN, f"the access point directory must not be under /{RESERVED_TOP_DIR}")
     if len(directory) > MAX_PATH_CHARS:
+        # What to change first: the directory can be long enough for a message to be cut.
+        shown = directory if len(directory) <= 2 * MAX_PATH_CHARS else directory[:MAX_PATH_CHARS] + "..."
         raise InvalidArgument(
-            f"access point directory {directory!r} is {len(directory)} characters long; EFS allows at most "
-            f"{MAX_PATH_CHARS}: shorten basePath or subPathPattern"
+            f"shorten basePath or subPathPattern: the access point directory is {len(directory)} characters long "
+            f"and EFS allows at most {MAX_PATH_CHARS} ({shown!r})"
         )
     if directory.count("/") > MAX_PATH_SLASHES:
         raise InvalidArgument(
