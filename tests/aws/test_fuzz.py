@@ -111,6 +111,7 @@ def aws_block_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_e
     )
     server.stop()
     imds.stop()
+    fuzzing.unmount_below(root)
     disks.cleanup()
 
 
@@ -142,6 +143,7 @@ def aws_file_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_ec
     )
     server.stop()
     imds.stop()
+    fuzzing.unmount_below(root)
 
 
 @pytest.fixture(params=["block", "file"])

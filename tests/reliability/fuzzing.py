@@ -728,6 +728,15 @@ def restage(client: Any, volume: csi_pb2.Volume, node_id: str, cap: csi_pb2.Volu
         publish_context=context, volume_context=dict(volume.volume_context)), timeout=120)
 
 
+def unmount_below(root: Path) -> list[str]:
+    """After a target's server stopped: unmount what its publications left under ``root``
+    (deepest first), so that no run leaves a mount behind; returns what was found."""
+    left = sorted((m.target for m in mount.mounts() if m.target.startswith(f"{root}/")), key=len, reverse=True)
+    for target in left:
+        mount.unmount_all(target)
+    return left
+
+
 def make_outside(work: Path, root: Path) -> None:
     """The scenery the path edges aim at: a victim outside, a link out, a file and a dir inside."""
     (work / "outside").mkdir(exist_ok=True)
