@@ -132,7 +132,12 @@ def aws_file_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_ec
     with CsiClient(server.endpoint, timeout=120) as client:
         volume = client.create_volume("fuzz-real-file", GiB, cap=cap, parameters=params)
     aws_block_target.foreign_ids.append(volume.volume_id)
-    yield fuzzing.Target(
+
+    def again() -> None:
+        with CsiClient(server.endpoint, timeout=120) as client:
+            fuzzing.recreate_if_gone(client, target, "fuzz-real-file")
+
+    target = fuzzing.Target(
         name="file-aws", driver="file", endpoint=server.endpoint, work=work, root=root,
         node_id="i-0aaaaaaaaaaaaaaaa", zone=ZONE_A, volume=volume, snapshot_id="snap-0123456789abcdef0",
         publish_context={}, parameters=params, cap=cap,
@@ -140,7 +145,9 @@ def aws_file_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_ec
         state=cloud_state(moto, raw_ec2, raw_efs, work), server=server.process,
         mounts_allowed=(str(root), str(work / "kubelet")),
         param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS, examples=fuzzing.AWS_EXAMPLES,
+        prepare=again,
     )
+    yield target
     server.stop()
     imds.stop()
     fuzzing.unmount_below(root)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -707,6 +708,31 @@ def _diff(a: Any, b: Any) -> str:
                 parts.append(f"part {i}: gone {sorted(map(str, xs - ys))[:5]}, new {sorted(map(str, ys - xs))[:5]}")
         return "; ".join(parts)
     return f"{a!r} -> {b!r}"[:1000]
+
+
+def recreate_if_gone(client: Any, target: Target, name: str, snapshot_name: str = "") -> None:
+    """The fuzzing may delete the real volume (a file volume is not protected by an attachment) or
+    its snapshot; make new ones (new names: a CO never reuses the name of a deleted volume), so
+    later RPCs reach past NOT_FOUND."""
+    try:
+        client.controller.ValidateVolumeCapabilities(csi_pb2.ValidateVolumeCapabilitiesRequest(
+            volume_id=target.volume.volume_id, volume_capabilities=[target.cap]), timeout=60)
+    except grpc.RpcError as exc:
+        if exc.code() != C.NOT_FOUND:
+            raise
+        target.volume = client.controller.CreateVolume(csi_pb2.CreateVolumeRequest(
+            name=f"{name}-{uuid.uuid4().hex[:8]}", capacity_range=csi_pb2.CapacityRange(required_bytes=GiB),
+            volume_capabilities=[target.cap],
+            parameters=target.parameters), timeout=120).volume
+        _EDGES.pop((id(target), "ids"), None)
+    if snapshot_name:
+        found = client.controller.ListSnapshots(csi_pb2.ListSnapshotsRequest(snapshot_id=target.snapshot_id),
+                                                timeout=60).entries
+        if not found:
+            target.snapshot_id = client.controller.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+                name=f"{snapshot_name}-{uuid.uuid4().hex[:8]}", source_volume_id=target.volume.volume_id),
+                timeout=120).snapshot.snapshot_id
+            _EDGES.pop((id(target), "ids"), None)
 
 
 def restage(client: Any, volume: csi_pb2.Volume, node_id: str, cap: csi_pb2.VolumeCapability, root: Path) -> None:

@@ -73,9 +73,10 @@ def block_target(rel_pool: Path) -> Iterator[fuzzing.Target]:
 
     def publish() -> None:
         with CsiClient(server.endpoint, timeout=60) as client:
-            fuzzing.restage(client, volume, NODE, cap, root)
+            fuzzing.recreate_if_gone(client, target, "fuzz-real", "fuzz-snap")
+            fuzzing.restage(client, target.volume, NODE, cap, root)
 
-    yield fuzzing.Target(
+    target = fuzzing.Target(
         name="block-local", driver="block", endpoint=server.endpoint, work=work, root=root, node_id=NODE, zone=ZONE,
         volume=volume, snapshot_id=snapshot.snapshot_id, publish_context=dict(published.publish_context),
         parameters={"type": "gp3", "csi.storage.k8s.io/fstype": "ext4"}, cap=cap,
@@ -84,6 +85,7 @@ def block_target(rel_pool: Path) -> Iterator[fuzzing.Target]:
         param_keys=(*block_params.ACCEPTED_KEYS, block_params.LEGACY_FS_TYPE_KEY, "tagSpecification_1"),
         int_keys=BLOCK_INT_KEYS, prepare=publish,
     )
+    yield target
     server.stop()
 
 
@@ -105,14 +107,19 @@ def file_target(rel_pool: Path, block_target: fuzzing.Target) -> Iterator[fuzzin
             name="fuzz-snap-file", source_volume_id=volume.volume_id)).snapshot
     # The block target's ids are the "other driver's" ids here, and the reverse.
     block_target.foreign_ids.append(volume.volume_id)
-    yield fuzzing.Target(
+    def again() -> None:
+        with CsiClient(server.endpoint, timeout=60) as client:
+            fuzzing.recreate_if_gone(client, target, "fuzz-real-file", "fuzz-snap-file")
+
+    target = fuzzing.Target(
         name="file-local", driver="file", endpoint=server.endpoint, work=work, root=root, node_id=NODE, zone=ZONE,
         volume=volume, snapshot_id=snapshot.snapshot_id, publish_context={}, parameters=params, cap=cap,
         foreign_ids=[block_target.volume.volume_id, block_target.snapshot_id, "vol-0fedcba9876543210"],
         state=lambda: local_state(rel_pool, work, (fs_root,)), server=server,
         mounts_allowed=(str(work / "kubelet"), str(root), str(rel_pool)),
-        param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS,
+        param_keys=file_params.ACCEPTED_KEYS, int_keys=FILE_INT_KEYS, prepare=again,
     )
+    yield target
     server.stop()
 
 
