@@ -54,3 +54,15 @@ def pool_dir() -> Iterator[Path]:
     yield pool
     _cleanup_pool(pool)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The boundary fuzzer's code distribution per RPC (tests/reliability/fuzzing.py), when it ran."""
+    import sys
+
+    fuzzing = sys.modules.get("tests.reliability.fuzzing")
+    lines = fuzzing.report() if fuzzing is not None else []
+    if lines:
+        terminalreporter.section("boundary fuzzing: codes per RPC")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -30,11 +30,25 @@ _CODES: tuple[tuple[type[errors.ElastivolError], grpc.StatusCode], ...] = (
 )
 
 
+# gRPC sends the message in a trailer; clients drop the whole answer when trailers pass 16 KiB
+# (8 KiB in some), and a message that echoes a 64 KiB parameter would. Non-ASCII bytes are
+# percent-encoded (x3), so this keeps the worst case near 4.5 KiB.
+MAX_MESSAGE_BYTES = 1500
+
+
+def _bounded(message: str) -> str:
+    raw = message.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    head = raw[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
+    return f"{head}... (message cut: {len(message) - len(head)} more characters)"
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The code and the message a client sees for ``exc`` (secret values the process knows of
-    scrubbed: a CO records messages in events and logs)."""
+    """The code and the message a client sees for ``exc``: secret values the process knows of
+    scrubbed (a CO records messages in events and logs), and cut to a size gRPC carries."""
     code, message = _status_for(exc)
-    return code, scrub(message)
+    return code, _bounded(scrub(message))
 
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:

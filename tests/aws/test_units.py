@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from elastivol.errors import Exhausted, FailedPrecondition, NotFound
+from elastivol.errors import Exhausted, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.providers.aws.batcher import Batcher
 from elastivol.providers.aws.devices import NAMES, DeviceAllocator
+from elastivol.providers.aws.ebs_model import NAME_TAG, tag_list
 from elastivol.providers.aws.gid import GidAllocator
 from elastivol.providers.aws.limits import max_volumes
 from elastivol.providers.aws.modify import ModifyCoalescer
@@ -148,3 +149,12 @@ def test_access_point_mounts_need_efs_utils(tmp_path: Path, monkeypatch: pytest.
                      uid=0, gid=0, perms=0o700, capacity_bytes=0)
     with pytest.raises(FailedPrecondition, match="amazon-efs-utils"):
         HostMounter("us-east-1").mount(MountRequest("fs-0123456789abcdef0", "/", ap, str(tmp_path / "t")))
+
+
+def test_tags_aws_cannot_carry_are_refused_before_sending() -> None:
+    """XML 1.0 has no place for most control characters: such a tag made moto's answers unreadable."""
+    assert tag_list({NAME_TAG: "pvc-1 \t\u00e9\u4e2d", "k": ""}) == [
+        {"Key": NAME_TAG, "Value": "pvc-1 \t\u00e9\u4e2d"}, {"Key": "k", "Value": ""}]
+    for tags in ({NAME_TAG: "a\x01b"}, {"k\x1f": "v"}, {NAME_TAG: "\ufffe"}):
+        with pytest.raises(InvalidArgument, match=r"tag .*control character U\+00(01|1F)|U\+FFFE"):
+            tag_list(tags)

@@ -646,3 +646,19 @@ def test_same_request() -> None:
         parse_block_parameters({**templ, "csi.storage.k8s.io/pvc/name": "a"}),
         parse_block_parameters({**templ, "csi.storage.k8s.io/pvc/name": "b"}),
     )
+
+
+@pytest.mark.parametrize("key", ["iops", "throughput", "blockSize", "numberOfInodes"])
+def test_numbers_longer_than_int_reads_are_invalid_parameters(key: str) -> None:
+    """int() refuses more than 4300 digits with a ValueError; the parser must answer first."""
+    with pytest.raises(InvalidParameter, match=rf"^{key} is too large \(5000 digits\)") as info:
+        parse_block_parameters({key: "9" * 5000})
+    assert info.value.key == key
+    # Leading zeros do not make a number large.
+    assert parse_block_parameters({"type": "io2", "iops": "0" * 5000 + "100"}).iops == 100
+
+
+def test_a_tag_index_longer_than_nine_digits_is_an_unknown_parameter() -> None:
+    with pytest.raises(InvalidParameter, match="unknown parameter"):
+        parse_block_parameters({"tagSpecification_" + "1" * 5000: "a=b"})
+    assert parse_block_parameters({"tagSpecification_123456789": "a=b"}).tags == {"a": "b"}

@@ -205,3 +205,22 @@ def test_malformed_handles(handle: str, expected: str) -> None:
         parse_volume_handle(handle)
     assert expected in info.value.message
     assert "fs-ID:/subpath:fsap-ID" in info.value.message or "fs-ID::fsap-ID" in info.value.message or ".." in expected
+
+
+@pytest.mark.parametrize("key", ["uid", "gid", "gidRangeStart", "gidRangeEnd"])
+def test_ids_longer_than_int_reads_are_invalid_parameters(key: str) -> None:
+    with pytest.raises(InvalidParameter, match=rf"^{key} is too large"):
+        parse(**{key: "7" * 5000})
+
+
+def test_a_bad_volume_handle_names_the_field() -> None:
+    with pytest.raises(InvalidArgument, match=r"^volume ID \(volume_id\) ' ' is invalid"):
+        parse_volume_handle(" ")
+
+
+def test_id_spellings_at_the_edges() -> None:
+    assert parse(uid="0" * 5000 + "42").uid == 42
+    assert parse(uid="-0").uid == 0
+    for bad in ("--5", "-" + "0" * 5000 + "1", "+5", "4294967295"):
+        with pytest.raises(InvalidParameter, match="uid"):
+            parse(uid=bad)

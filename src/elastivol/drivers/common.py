@@ -148,10 +148,15 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-async def guarded_path(guard: PathGuard, path: str) -> str:
+async def guarded_path(
+    guard: PathGuard, path: str, field: str, *, directory: bool = False, new_mount: bool = False
+) -> str:
     """``guard.check(path)`` off the event loop: resolving a path stats every component, and a
     hung mount (a stopped FUSE daemon, a dead NFS server) on the way must stall only this call."""
-    return str(await asyncio.to_thread(guard.check, path))
+    checked = await asyncio.to_thread(
+        lambda: guard.check(path, field=field, directory=directory, new_mount=new_mount)
+    )
+    return str(checked)
 
 
 async def volume_path(guard: PathGuard, volume_id: str, path: str) -> str:
@@ -161,7 +166,7 @@ async def volume_path(guard: PathGuard, volume_id: str, path: str) -> str:
     (relative, outside the allowed roots): NOT_FOUND, no volume with that id is at that path.
     """
     try:
-        return await guarded_path(guard, path)
+        return await guarded_path(guard, path, "volume_path")
     except InvalidArgument as exc:
         raise NotFound(f"volume {volume_id[:80]!r} is not at {path[:200]!r}: {exc.message}") from None
 

@@ -168,6 +168,18 @@ def _top(candidates: list[MountInfo]) -> MountInfo | None:
     return (tops or candidates)[-1]
 
 
+def refuse_covering(target: str, table: Sequence[MountInfo] | None = None) -> None:
+    """Refuse a new mount at ``target`` while mounts exist below it: it would hide them, and
+    unmounting it later fails with EBUSY, so the volume could never be unpublished cleanly."""
+    prefix = target.rstrip("/") + "/"
+    below = sorted(m.target for m in (mounts() if table is None else table) if m.target.startswith(prefix))
+    if below:
+        shown = ", ".join(below[:3]) + (f" and {len(below) - 3} more" if len(below) > 3 else "")
+        raise FailedPrecondition(
+            f"target_path {target} has mounts below it ({shown}): publish somewhere else, or unpublish those first"
+        )
+
+
 def find_by_target(
     path: str | os.PathLike[str], table: Sequence[MountInfo] | None = None
 ) -> MountInfo | None:

@@ -103,6 +103,14 @@ def stage_filesystem(
             )
         grown = not current.read_only and _grow_if_smaller(device, staging_path, fs_type, GROW_SLACK)
         return StageResult(formatted=False, grown=grown, fs_type=fs_type)
+    # One staging path per volume: a second one would mount the same filesystem twice, and the
+    # next unstage would unmount one and leave the other holding the device.
+    elsewhere = sorted(m.target for m in mount.mounts() if m.major_minor == device_id)
+    if elsewhere:
+        raise FailedPrecondition(
+            f"{device} is already mounted at {', '.join(elsewhere[:3])}, so it cannot be staged at "
+            f"staging_target_path {staging_path} too: unpublish and unstage it there first"
+        )
 
     found = fs.detect(device)
     formatted = False
@@ -152,7 +160,23 @@ def stage_filesystem(
 
 
 def unstage(staging_path: str) -> bool:
-    """Unmount whatever is staged at ``staging_path``; False when nothing was."""
+    """Unmount whatever is staged at ``staging_path``; False when nothing was.
+
+    Refused, with nothing changed, while the staged filesystem is still bound at a publish
+    target: unmounting the staging path would succeed, but the device behind it could not be
+    detached, and the volume would be left half unstaged.
+    """
+    table = mount.mounts()
+    staged = mount.find_by_target(staging_path, table)
+    if staged is not None:
+        published = sorted({m.target for m in table if m.major_minor == staged.major_minor
+                            and m.target != staged.target and not m.target.startswith(staged.target + "/")})
+        if published:
+            shown = ", ".join(published[:3]) + (f" and {len(published) - 3} more" if len(published) > 3 else "")
+            raise FailedPrecondition(
+                f"staging_target_path {staging_path} is still published at {shown}: "
+                "call NodeUnpublishVolume for those targets first"
+            )
     return mount.unmount_all(staging_path) > 0
 
 
@@ -168,6 +192,9 @@ def publish_bind(staging_path: str, target: str, readonly: bool, options: Sequen
         if (existing.major_minor, existing.root) == (staged.major_minor, staged.root) and existing.read_only == readonly:
             return
         raise FailedPrecondition(f"{target} already has another mount on it; unpublish it first")
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise InvalidArgument(f"target_path {target} is not a directory: a volume in mount mode is published on one")
+    mount.refuse_covering(target, table)
     os.makedirs(target, mode=_DIR_MODE, exist_ok=True)
     mount.bind(staging_path, target, readonly=readonly, options=mount.volume_options(options))
 

@@ -72,7 +72,7 @@ ACCEPTED_KEYS = (
     FS_TYPE_KEY, PVC_NAME_KEY, PVC_NAMESPACE_KEY, PV_NAME_KEY,
 )
 _CANONICAL = {k.lower(): k for k in (*ACCEPTED_KEYS, LEGACY_FS_TYPE_KEY)}
-_TAG_KEY = re.compile(r"tagspecification_([0-9]+)", re.IGNORECASE)
+_TAG_KEY = re.compile(r"tagspecification_([0-9]{1,9})", re.IGNORECASE)  # int() of a longer index could fail
 _ACCEPTED_TEXT = ", ".join((*ACCEPTED_KEYS, f"{TAG_PREFIX}<N>", f"other {CSI_PREFIX}* keys"))
 
 FS_TYPES = ("ext2", "ext3", "ext4", "xfs")
@@ -179,10 +179,13 @@ def _bool(key: str, value: str) -> bool:
 def _int(key: str, value: str) -> int:
     if not _DECIMAL.fullmatch(value):
         raise InvalidParameter(key, f"{key} must be a positive whole number written in decimal digits, not {value!r}")
-    number = int(value)
+    limit = _INT_MAX if key in _INT32_KEYS else _BIG_MAX
+    digits = value.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if len(digits) > len(str(limit)):
+        raise InvalidParameter(key, f"{key} is too large ({len(value)} digits); the largest accepted value is {limit}")
+    number = int(digits)
     if number <= 0:
         raise InvalidParameter(key, f"{key} must be a positive whole number, not {value!r}")
-    limit = _INT_MAX if key in _INT32_KEYS else _BIG_MAX
     if number > limit:
         raise InvalidParameter(key, f"{key} is too large ({value}); the largest accepted value is {limit}")
     return number

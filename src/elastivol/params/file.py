@@ -131,11 +131,16 @@ def _bool(key: str, value: str) -> bool:
 
 def _id(key: str, value: str) -> int:
     text = value.strip()
-    if not _DECIMAL.fullmatch(text.lstrip("-")):
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    if not _DECIMAL.fullmatch(digits):
         raise InvalidParameter(key, f"Failed to parse invalid {key}: {value!r} is not a whole number")
-    number = int(text)
-    if number < 0:
-        raise InvalidParameter(key, f"{key} must be greater or equal than 0; {value!r} was given")
+    digits = digits.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if negative and digits != "0":
+        raise InvalidParameter(key, f"{key} must be greater or equal than 0; {value[:40]!r} was given")
+    if len(digits) > len(str(MAX_ID)):
+        raise InvalidParameter(key, f"{key} is too large ({len(text)} characters); POSIX ids go up to {MAX_ID}")
+    number = int(digits)
     if number > MAX_ID:
         raise InvalidParameter(key, f"{key} {number} is too large; POSIX ids go up to {MAX_ID}")
     return number
@@ -330,9 +335,11 @@ def access_point_directory(params: FileParameters, volume_name: str) -> str:
     if parts and parts[0] == RESERVED_TOP_DIR:
         raise InvalidParameter(SUB_PATH_PATTERN, f"the access point directory must not be under /{RESERVED_TOP_DIR}")
     if len(directory) > MAX_PATH_CHARS:
+        # What to change first: the directory can be long enough for a message to be cut.
+        shown = directory if len(directory) <= 2 * MAX_PATH_CHARS else directory[:MAX_PATH_CHARS] + "..."
         raise InvalidArgument(
-            f"access point directory {directory!r} is {len(directory)} characters long; EFS allows at most "
-            f"{MAX_PATH_CHARS}: shorten basePath or subPathPattern"
+            f"shorten basePath or subPathPattern: the access point directory is {len(directory)} characters long "
+            f"and EFS allows at most {MAX_PATH_CHARS} ({shown!r})"
         )
     if directory.count("/") > MAX_PATH_SLASHES:
         raise InvalidArgument(
@@ -399,23 +406,23 @@ def parse_volume_handle(handle: str) -> VolumeHandle:
     tokens = handle.split(":")
     if not ids.is_filesystem_id(tokens[0]):
         raise InvalidArgument(
-            f"volume ID '{shown}' is invalid: expected a file system ID of the form 'fs-' followed by 17 "
+            f"volume ID (volume_id) '{shown}' is invalid: expected a file system ID of the form 'fs-' followed by 17 "
             f"lowercase hex characters, in one of the forms {HANDLE_FORMS}"
         )
     if len(tokens) > 3:
         raise InvalidArgument(
-            f"volume ID '{shown}' is invalid: expected at most three fields separated by ':' "
+            f"volume ID (volume_id) '{shown}' is invalid: expected at most three fields separated by ':' "
             f"({HANDLE_FORMS}); a subpath cannot contain ':'"
         )
     subpath = ""
     if len(tokens) >= 2 and tokens[1]:
         raw = tokens[1]
         if "\x00" in raw:
-            raise InvalidArgument(f"volume ID '{shown}' has a subpath with a NUL byte")
+            raise InvalidArgument(f"volume ID (volume_id) '{shown}' has a subpath with a NUL byte")
         parts = [p for p in raw.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise InvalidArgument(
-                f"volume ID '{shown}' has subpath '{raw}' with '..': give a path inside the file system, "
+                f"volume ID (volume_id) '{shown}' has subpath '{raw}' with '..': give a path inside the file system, "
                 "as in fs-ID:/subpath"
             )
         subpath = "/".join(parts)
@@ -424,7 +431,7 @@ def parse_volume_handle(handle: str) -> VolumeHandle:
         ap_id = tokens[2]
         if not ids.is_access_point_id(ap_id):
             raise InvalidArgument(
-                f"volume ID '{shown}' has an invalid access point ID '{ap_id[:40]}': expected 'fsap-' followed by "
+                f"volume ID (volume_id) '{shown}' has an invalid access point ID '{ap_id[:40]}': expected 'fsap-' followed by "
                 "17 lowercase hex characters, as in fs-ID::fsap-ID or fs-ID:/subpath:fsap-ID"
             )
     return VolumeHandle(tokens[0], subpath, ap_id)

@@ -126,3 +126,10 @@ def test_mountinfo_with_control_characters_in_a_path() -> None:
     table = mount.parse_mountinfo(data)
     assert [m.target for m in table] == ["/k/a\rb", "/k/\x0b\x0c\x1c\x1d\x1e" + b"\x85".decode(errors="surrogateescape"),
                                          "/after"]
+
+
+def test_mountinfo_with_a_carriage_return_in_a_path() -> None:
+    """The kernel escapes newline but not "\r", "\v" or "\f": such a target is still one line."""
+    data = b"50 27 0:47 / /k/a\rb\x0bc\x0cd rw - tmpfs none rw\n51 27 0:48 / /k/e rw - tmpfs none rw\n"
+    table = mount.parse_mountinfo(data)
+    assert [(m.mount_id, m.target) for m in table] == [(50, "/k/a\rb\x0bc\x0cd"), (51, "/k/e")]

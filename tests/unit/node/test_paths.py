@@ -77,3 +77,39 @@ def test_several_roots_and_none(tree: Path) -> None:
         PathGuard([]).check(str(tree / "root" / "x"))
     with pytest.raises(InvalidArgument):
         PathGuard(["relative"])
+
+
+def test_component_and_path_length_limits(tree: Path) -> None:
+    """NAME_MAX and PATH_MAX are checked in bytes, before the kernel answers ENAMETOOLONG."""
+    root = tree / "root"
+    guard = PathGuard([str(root)])
+    assert guard.check(str(root / ("a" * 255))) == root / ("a" * 255)
+    with pytest.raises(InvalidArgument, match=r"staging_target_path has a component of 256 bytes.*NAME_MAX \(255"):
+        guard.check(str(root / ("a" * 256)), field="staging_target_path")
+    # 128 two-byte characters: 256 bytes although only 128 characters.
+    with pytest.raises(InvalidArgument, match="component of 256 bytes"):
+        guard.check(str(root / ("\u00e9" * 128)))
+    head = str(root) + "/"
+    fill = 4095 - len(head)
+    longest = head + "/".join("b" * 200 for _ in range(fill // 201)) + "/" + "c" * (fill % 201 - 1 or 1)
+    longest = longest + "d" * (4095 - len(longest))
+    assert len(longest) == 4095
+    assert str(guard.check(longest)) == longest
+    with pytest.raises(InvalidArgument, match=r"target_path is 4096 bytes long.*PATH_MAX \(4096"):
+        guard.check(longest + "e", field="target_path")
+
+
+def test_a_file_where_a_directory_is_needed(tree: Path) -> None:
+    root = tree / "root"
+    (root / "pods" / "file").write_text("x")
+    guard = PathGuard([str(root)])
+    assert guard.check(str(root / "pods" / "file")) == root / "pods" / "file"
+    with pytest.raises(InvalidArgument, match=r"target_path: .*/pods/file is not a directory"):
+        guard.check(str(root / "pods" / "file" / "deeper" / "mount"), field="target_path")
+
+
+def test_messages_name_the_field(tree: Path) -> None:
+    guard = PathGuard([str(tree / "root")])
+    for bad in ("", "rel", "/a\0b", str(tree / "outside" / "x")):
+        with pytest.raises(InvalidArgument, match=r"^volume_path"):
+            guard.check(bad, field="volume_path")

@@ -246,7 +246,7 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 f"volume {volume.id} is a {volume.mode.value} volume but {cap.volume_mode.value} access was asked"
             )
         if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and volume.fs_type and cap.fs_type != volume.fs_type:
-            raise InvalidArgument(f"volume {volume.id} is formatted {volume.fs_type}, not {cap.fs_type}")
+            raise InvalidArgument(f"fs_type {cap.fs_type} does not match: volume {volume.id} is formatted {volume.fs_type}")
 
     async def ControllerUnpublishVolume(self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
@@ -369,14 +369,15 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 # and the answer is the size the volume has. Volumes never shrink.
                 if limit and volume.size_bytes > limit:
                     raise OutOfRange(
-                        f"volume {volume.id} is already {volume.size_bytes} bytes, more than limit_bytes {limit}; "
+                        f"volume {volume.id} is already {volume.size_bytes} bytes, more than capacity_range.limit_bytes {limit}; "
                         "volumes cannot shrink"
                     )
                 return volume
             _min_gib, max_gib = size_limits_gib(params.volume_type)
             if new_size > max_gib * GiB:
                 raise OutOfRange(
-                    f"{params.volume_type} volumes can be at most {max_gib} GiB; {new_size // GiB} GiB was asked"
+                    f"capacity_range.required_bytes asks for {new_size // GiB} GiB; {params.volume_type} volumes can be "
+                    f"at most {max_gib} GiB"
                 )
             perf = recompute_for_resize(params, new_size // GiB)
             grown = await in_thread(self.provider.expand_volume, request.volume_id, new_size)

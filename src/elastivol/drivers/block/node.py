@@ -75,7 +75,9 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        staging = await guarded_path(self.guard, request.staging_target_path)
+        staging = await guarded_path(
+            self.guard, request.staging_target_path, "staging_target_path", directory=True, new_mount=True
+        )
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         volume_context = dict(request.volume_context)
         fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
@@ -107,7 +109,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.staging_target_path, "staging_target_path")
-        staging = await guarded_path(self.guard, request.staging_target_path)
+        staging = await guarded_path(self.guard, request.staging_target_path, "staging_target_path")
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
 
@@ -133,10 +135,13 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require_text(request.staging_target_path, "staging_target_path")
         cap = capability(request.volume_capability)
         check_block_capability(cap, multi_attach=True)
-        target = await guarded_path(self.guard, request.target_path)
-        staging = await guarded_path(self.guard, request.staging_target_path)
-        if target == staging:
-            raise InvalidArgument("target_path must differ from staging_target_path")
+        target = await guarded_path(self.guard, request.target_path, "target_path", new_mount=True)
+        staging = await guarded_path(self.guard, request.staging_target_path, "staging_target_path")
+        if target == staging or target.startswith(staging + "/") or staging.startswith(target + "/"):
+            raise InvalidArgument(
+                f"target_path {target} and staging_target_path {staging} must be apart, neither inside the other: "
+                "a mount inside the other would hide it or write into the volume"
+            )
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         readonly = request.readonly or cap.mode.read_only
         await in_thread(self._known_volume, request.volume_id)
@@ -190,7 +195,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        target = await guarded_path(self.guard, request.target_path)
+        target = await guarded_path(self.guard, request.target_path, "target_path")
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
 
@@ -253,7 +258,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         require_text(request.volume_path, "volume_path")
         path = await volume_path(self.guard, request.volume_id, request.volume_path)
         if request.staging_target_path:
-            await guarded_path(self.guard, request.staging_target_path)
+            await guarded_path(self.guard, request.staging_target_path, "staging_target_path")
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         await in_thread(self._known_volume, request.volume_id)

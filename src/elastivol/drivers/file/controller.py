@@ -136,13 +136,13 @@ class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 )
         if not ids.is_filesystem_id(params.fs_id):
             raise InvalidArgument(
-                f"File System does not exist: {params.fs_id[:80]!r} is not a file system id (fs- followed by 17 hex "
+                f"File System does not exist: parameter fileSystemId {params.fs_id[:80]!r} is not a file system id (fs- followed by 17 hex "
                 "characters); `elastivol fs list` shows the registered file systems"
             )
         try:
             await in_thread(self.provider.get_filesystem, params.fs_id)
         except NotFound as exc:
-            raise InvalidArgument(f"File System does not exist: {exc.message}") from None
+            raise InvalidArgument(f"File System does not exist (parameter fileSystemId): {exc.message}") from None
         spec = access_point_spec(params, request.name, size, source_snapshot_id=snapshot_id)
         ap = await self.inflight.run_in_thread(
             (request.name, snapshot_id), self.provider.create_access_point, spec, what="CreateVolume"
@@ -266,7 +266,7 @@ class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         handle = handle_or_not_found(request.source_volume_id, "source volume")
         if not handle.ap_id or handle.subpath:
             raise InvalidArgument(
-                f"volume {request.source_volume_id} is a static volume; snapshots are taken of access point volumes "
+                f"source_volume_id {request.source_volume_id} is a static volume; snapshots are taken of access point volumes "
                 "(fs-ID::fsap-ID), whose directory elastivol manages"
             )
         snap = await self.inflight.run_in_thread(

@@ -81,7 +81,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         require(request.HasField("volume_capability"), "volume_capability")
         cap = capability(request.volume_capability)
         check_file_capability(cap)
-        target = await guarded_path(self.guard, request.target_path)
+        target = await guarded_path(self.guard, request.target_path, "target_path", new_mount=True)
         handle = parse_volume_handle(request.volume_id)
         options = self._mount_options(cap)
         readonly = request.readonly or cap.mode.read_only
@@ -112,7 +112,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
-        target = await guarded_path(self.guard, request.target_path)
+        target = await guarded_path(self.guard, request.target_path, "target_path")
         parse_volume_handle(request.volume_id)
         await self.inflight.run_in_thread(
             (f"publish:{target}",), self.provider.unpublish, target, what="NodeUnpublishVolume"

@@ -19,6 +19,7 @@ from botocore import exceptions as bce
 
 from elastivol import crashpoints
 from elastivol.errors import (
+    Aborted,
     AlreadyExists,
     ElastivolError,
     Exhausted,
@@ -288,12 +289,23 @@ class EbsProvider:
         snapshot_id = str(temp["SnapshotId"])
         self._wait_snapshot(snapshot_id)
         req = {**self._request(spec), "AvailabilityZone": spec.zone, "SnapshotId": snapshot_id}
-        volume = self._create(spec, "CreateVolume", req)
+        try:
+            volume = self._create(spec, "CreateVolume", req)
+        except (Unavailable, Aborted):
+            raise  # the retry finds the temporary snapshot by its tag and goes on from there
+        except ElastivolError:
+            # A refusal (a name taken with other parameters, a size, a permission...): a retry
+            # cannot succeed unchanged, so leave nothing behind.
+            self._drop_temporary(snapshot_id)
+            raise
+        self._drop_temporary(snapshot_id)
+        return volume
+
+    def _drop_temporary(self, snapshot_id: str) -> None:
         try:
             self.snaps.delete(snapshot_id)  # the new volume no longer needs it
         except ElastivolError as exc:
             log.warning("could not delete temporary snapshot %s: %s", snapshot_id, exc)
-        return volume
 
     def _wait_snapshot(self, snapshot_id: str) -> Obj:
         def check() -> Obj | None:

@@ -7,10 +7,12 @@ is in EC2's own fields or in the tags written at creation (there is no other sto
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from elastivol.errors import InvalidArgument
 from elastivol.params.block import BlockParameters, Performance, VolumeType
 from elastivol.providers.block import Volume, VolumeSpec
 from elastivol.providers.types import Attachment, ContentSource, GiB, Snapshot, VolumeMode
@@ -31,6 +33,9 @@ PV_NAME_TAG = "kubernetes.io/created-for/pv/name"
 ATTACHED_STATES = ("attaching", "attached", "busy")
 PROVISIONED_IOPS_TYPES = (VolumeType.GP3, VolumeType.IO1, VolumeType.IO2)
 MAX_TAGS = 50
+# What XML 1.0 cannot carry: EC2 answers in XML, so a tag holding one of these would break
+# every later Describe* of the object (moto's answer stops parsing; AWS refuses the tag).
+_UNTAGGABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def client_token(name: str) -> str:
@@ -39,6 +44,15 @@ def client_token(name: str) -> str:
 
 
 def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """Tags in the API's shape; refused (nothing sent) when one holds a character AWS cannot store."""
+    for key, value in tags.items():
+        for what, text in (("key", key), ("value", value)):
+            bad = _UNTAGGABLE.search(text)
+            if bad is not None:
+                raise InvalidArgument(
+                    f"tag {key[:80]!r}: its {what} holds the control character U+{ord(bad.group()):04X}, which AWS "
+                    "tags cannot carry; remove it from the name or parameter the tag is made from"
+                )
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from elastivol.errors import AlreadyExists, FailedPrecondition, NotFound
+from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.node import mount as hostmount
 from elastivol.providers.file import AccessPoint, FileSystem, FileUsage
 from elastivol.providers.local import file_btrfs, file_tree
@@ -100,6 +100,11 @@ class LocalFileNode:
                     f"{target} is already published with readonly={existing.read_only}; unpublish it first"
                 )
             return
+        if os.path.lexists(target) and not os.path.isdir(target):
+            raise InvalidArgument(f"target_path {target} is not a directory: a file volume is published on one")
+        hostmount.refuse_covering(target)
+        # As the block driver does: the parents are made too (the guard checked they are directories).
+        os.makedirs(os.path.dirname(target), 0o750, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(target, 0o750)
         # The descriptor names the checked directory itself; no path is resolved again.
