@@ -99,8 +99,9 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
     provider = None
     if config.controller:
         provider = EfsProvider(clients, settings, cluster_id=config.cluster_id, mounter=mounter)
+    # EFS is regional: no accessibility constraints, so an Immediate claim binds before any node registers.
     identity_service = Identity(FILE_DRIVER_NAME, provider.health if provider else _ready, controller=config.controller,
-                                topology=True, online_expansion=True, offline_expansion=False)
+                                topology=False, online_expansion=True, offline_expansion=False)
     services = Services(identity=identity_service)
     if provider is not None:
         services.controller = FileController(provider, inflight, default_size=config.default_volume_size)
