@@ -502,16 +502,24 @@ def exec_(directory: str | None, namespace: str, container: str, interactive: bo
 @click.option("-c", "--container", default="")
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--tail", type=int, default=-1)
+@click.option("--since", default=None, callback=lambda c, p, v: None if v is None else _duration(c, p, v),
+              metavar="DURATION", help="Only output written in the last DURATION (5s, 2m, 1h, or plain seconds).")
 @click.argument("pod_name")
-def logs(directory: str | None, namespace: str, container: str, follow: bool, tail: int, pod_name: str) -> None:
+def logs(directory: str | None, namespace: str, container: str, follow: bool, tail: int, since: float | None,
+         pod_name: str) -> None:
     """A container's output (stdout and stderr)."""
+    from elastivol.lab.kubelet import log_times
+
     layout, store = _store(directory)
     pod, _state = _pod_state(layout, store, pod_name, namespace)
     name = container or pod["spec"]["containers"][0]["name"]
     path = layout.pod_dir(pod["metadata"]["uid"]) / f"{name}.log"
     if not path.exists():
         _die(f'error: container "{name}" in pod "{pod_name}" has not started yet')
-    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    data = path.read_bytes()
+    if since is not None:
+        data = data[_offset_since(log_times(path), time.time() - since, len(data)):]
+    lines = data.decode(errors="replace").splitlines(keepends=True)
     click.echo("".join(lines if tail < 0 else lines[-tail:] if tail else []), nl=False)
     if follow:
         with open(path, errors="replace") as fh:
@@ -524,6 +532,22 @@ def logs(directory: str | None, namespace: str, container: str, follow: bool, ta
                     time.sleep(0.3)
             except KeyboardInterrupt:
                 pass
+
+
+def _offset_since(times: Path, cutoff: float, size: int) -> int:
+    """The log offset of the first piece written at or after ``cutoff`` (the log's size if none was)."""
+    try:
+        entries = times.read_text().splitlines()
+    except OSError:
+        return 0  # a container started before the lab kept times: all of its log
+    for entry in entries:
+        offset, _, when = entry.partition(" ")
+        try:
+            if float(when) >= cutoff:
+                return int(offset)
+        except ValueError:
+            continue
+    return size
 
 
 @lab.command()
