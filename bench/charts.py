@@ -1,16 +1,28 @@
-"""PNG charts with matplotlib (Agg: no display needed)."""
+"""PNG charts with matplotlib (Agg: no display needed).
+
+matplotlib is optional (the ``bench`` extra): without it the benchmarks still run and print their
+tables; the chart functions return None and the runner says how to get the charts.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from bench.core import Result, median, p90, results_dir
+
+plt: Any
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as _pyplot
+
+    plt = _pyplot
+except ModuleNotFoundError:
+    plt = None
+
+HOW_TO_GET = "pip install 'elastivol[bench]'"
 
 
 def _save(fig: Any, name: str) -> str:
@@ -24,7 +36,13 @@ def _save(fig: Any, name: str) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def lifecycle(r: Result) -> str:
+def available() -> bool:
+    return plt is not None
+
+
+def lifecycle(r: Result) -> str | None:
+    if plt is None:
+        return None
     raw: dict[str, dict[str, list[float]]] = r.figures["seconds"]
     fss = list(raw)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -44,7 +62,9 @@ def lifecycle(r: Result) -> str:
     return _save(fig, "lifecycle")
 
 
-def snapshots(r: Result) -> str:
+def snapshots(r: Result) -> str | None:
+    if plt is None:
+        return None
     pts: list[dict[str, Any]] = r.figures["points"]
     sizes = [p["data_mib"] for p in pts]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench.core import PROFILES, Result, print_result
 
@@ -21,6 +22,18 @@ BENCHMARKS = {
     "file": "bench.filevol",
     "aws": "bench.aws",
 }
+
+
+# name → (module it needs beyond elastivol's own dependencies, what installs it)
+NEEDS = {"aws": ("moto", "pip install 'elastivol[bench]'")}
+
+
+def missing_dependency(name: str) -> str | None:
+    """Why benchmark ``name`` cannot run here (a module that is not installed), or None."""
+    need = NEEDS.get(name)
+    if need is None or importlib.util.find_spec(need[0]) is not None:  # type: ignore[attr-defined]
+        return None
+    return f"{name} needs {need[0]}, which is not installed: {need[1]}"
 
 
 def available() -> list[str]:
@@ -81,9 +94,21 @@ def run_cli(names: Sequence[str], profile: str) -> int:
     if missing:
         console.print(f"[red]not built yet:[/red] {', '.join(missing)}")
         return 2
+    lacking = {n: why for n in (names or have) if (why := missing_dependency(n))}
+    if names and lacking:  # asked for by name: say why it cannot run
+        for why in lacking.values():
+            console.print(f"[red]cannot run[/red] {escape(why)}")
+        return 2
+    for why in lacking.values():
+        console.print(f"[yellow]skipped:[/yellow] {escape(why)}")
+    from bench import charts  # after the checks: only needs bench.core
+
+    if not charts.available():
+        console.print(f"[yellow]no charts:[/yellow] matplotlib is not installed, so the tables and JSON are "
+                      f"written without PNG charts; {escape(charts.HOW_TO_GET)} to get them")
     if os.geteuid() != 0:
         console.print("[red]the benchmarks attach loop devices and mount filesystems: run them as root[/red]")
         return 1
-    results = run_benchmarks(list(names) or have, profile, console)
+    results = run_benchmarks(list(names) or [n for n in have if n not in lacking], profile, console)
     summary(console, results)
     return 0

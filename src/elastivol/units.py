@@ -33,3 +33,28 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+# kubectl's durations are Go's time.ParseDuration: one or more "<number><unit>" terms, e.g.
+# 120s, 2m, 1h, 1m30s, 500ms. A bare number is taken as seconds, as the lab's flags always were.
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_PLAIN_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: kubectl's duration syntax (1m30s, 500ms, 2h) or a plain number of seconds."""
+    value = text.strip()
+    if _PLAIN_SECONDS.fullmatch(value):
+        return float(value)
+    at, total = 0, 0.0
+    while at < len(value):
+        m = _DURATION_TERM.match(value, at)
+        if not m:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        at = m.end()
+    if not value or at < len(value):
+        raise InvalidArgument(f"{text!r} is not a duration; write e.g. 120s, 2m, 1h, 1m30s, 500ms, "
+                              "or a plain number of seconds")
+    return total

@@ -84,6 +84,11 @@ def test_access_point_lifecycle_with_every_parameter(server: AwsServer, work: Pa
     tags = {t["Key"]: t["Value"] for t in p["Tags"]}
     assert tags["elastivol.io/delete-root-dir"] == "true" and tags["kubernetes.io/created-for/pvc/name"] == "logs"
     assert vol.volume_id.startswith(f"{fs_id}::fsap-")
+    # EFS is regional: no zone on the volume, and no accessibility constraints advertised.
+    assert list(vol.accessible_topology) == []
+    caps = client.identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest()).capabilities
+    assert csi_pb2.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS not in \
+        {c.service.type for c in caps if c.HasField("service")}
 
     # Two pods share the data through the access point.
     first, second = work / "pods" / "a" / "mount", work / "pods" / "b" / "mount"

@@ -224,8 +224,13 @@ def test_registrar_registers_the_socket_the_kubelet_can_reach(rendered: Render, 
         assert f"{volume(ds, vol_name)['hostPath']['path']}/{rel}" == expected
         reg_name, _ = volume_path(ds, registrar, "/registration")
         assert volume(ds, reg_name)["hostPath"]["path"] == f"{kubelet}/plugins_registry"
-        probe = registrar["livenessProbe"]["exec"]["command"]
-        assert f"--kubelet-registration-path={expected}" in probe
+        # Its /healthz (--http-endpoint) says whether the registration socket exists; the old exec probe
+        # (--mode=kubelet-registration-probe) is deprecated in the pinned registrar.
+        probe = registrar["livenessProbe"]
+        assert "exec" not in probe
+        ports = {p["name"]: p["containerPort"] for p in registrar["ports"]}
+        assert probe["httpGet"]["path"] == "/healthz"
+        assert flag(registrar, "http-endpoint") == f":{ports[probe['httpGet']['port']]}"
         # The kubelet hands the plugin host paths under kubeletPath; it must see them, shared.
         mounts = {m["mountPath"]: m for m in cs["plugin"]["volumeMounts"]}
         assert mounts[kubelet].get("mountPropagation") == "Bidirectional"
@@ -252,7 +257,8 @@ def test_csidrivers_match_the_plugins(rendered: Render, scenario: Scenario) -> N
     if "file" in enabled:
         spec = drivers[elastivol.FILE_DRIVER_NAME]
         assert spec["attachRequired"] is False
-        assert spec["storageCapacity"] is local
+        # A regional file system: no capacity per topology, so the scheduler must not look for any.
+        assert spec["storageCapacity"] is False
     for sc in of_kind(docs, "StorageClass"):
         assert sc["provisioner"] in drivers
     for vsc in of_kind(docs, "VolumeSnapshotClass"):
@@ -269,9 +275,15 @@ def test_local_provider_provisions_on_the_node_that_owns_the_pool(rendered: Rend
         assert plugin["zone"] == ["$(NODE_NAME)"], "each node is its own topology segment"
         prov = cs["csi-provisioner"]
         f = flags(prov)
-        for name, value in (("node-deployment", "true"), ("strict-topology", "true"), ("enable-capacity", ""),
-                            ("capacity-ownerref-level", "1"), ("feature-gates", "Topology=true")):
-            assert f.get(name) == [value], f"csi-provisioner needs --{name}{'=' + value if value else ''}"
+        assert f.get("node-deployment") == ["true"]
+        topology_and_capacity = (("strict-topology", "true"), ("immediate-topology", "false"), ("enable-capacity", ""),
+                                 ("capacity-ownerref-level", "1"))
+        if plugin["driver"] == ["block"]:
+            for name, value in topology_and_capacity:
+                assert f.get(name) == [value], f"csi-provisioner needs --{name}{'=' + value if value else ''}"
+        else:  # the file driver reports neither topology nor capacity
+            assert not {name for name, _ in topology_and_capacity} & set(f), f
+        assert "feature-gates" not in f, "Topology is GA and on by default in the pinned provisioner"
         assert "leader-election" not in f, "per-node provisioners must not elect one leader"
         env = env_names(prov)
         assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -281,7 +293,8 @@ def test_local_provider_provisions_on_the_node_that_owns_the_pool(rendered: Rend
         pool = BY_NAME["local-node-pools"].value("local", "poolPath")
         vol_name, rel = volume_path(ds, cs["plugin"], pool)
         assert volume(ds, vol_name)["hostPath"]["path"] + "/" + rel == pool
-    assert all(d["spec"]["storageCapacity"] for d in of_kind(docs, "CSIDriver"))
+    capacity = {d["metadata"]["name"]: d["spec"]["storageCapacity"] for d in of_kind(docs, "CSIDriver")}
+    assert capacity == {elastivol.BLOCK_DRIVER_NAME: True, elastivol.FILE_DRIVER_NAME: False}
     snap_docs = rendered(BY_NAME["snapshots-forced"])
     for ds in of_kind(snap_docs, "DaemonSet"):
         snap = containers(ds)["csi-snapshotter"]
@@ -307,7 +320,7 @@ def test_aws_controller_runs_the_sidecars_with_leader_election(rendered: Render)
         assert plugin["cluster-id"] == ["lab-cluster"]
         assert plugin["extra-volume-tags"] == ["env=dev,team=storage"]
         prov = flags(cs["csi-provisioner"])
-        assert prov["feature-gates"] == ["Topology=true"]
+        assert "feature-gates" not in prov, "Topology is GA and on by default; the plugin's capability decides"
         assert prov["extra-create-metadata"] == [""]
         assert "timeout" in prov and "worker-threads" in prov
         assert prov.get("default-fstype") == (["ext4"] if driver == "block" else None)

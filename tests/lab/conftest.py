@@ -120,13 +120,18 @@ def leftovers(directory: Path, recorded: dict[int, tuple[str, str | None]]) -> l
     return left
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab_zones(zones): bring the lab_dir lab up with `--zones zones`")
+
+
 @pytest.fixture
-def lab_dir() -> Iterator[Path]:
+def lab_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     """A lab up in a fresh directory under /var/tmp; always `lab down --purge` at teardown, which must
-    leave no mount, loop device or process behind."""
+    leave no mount, loop device or process behind. A ``lab_zones`` mark names its zones."""
     directory = Path(tempfile.mkdtemp(prefix="elastivol-lab-", dir="/var/tmp"))
+    zones = request.node.get_closest_marker("lab_zones")
     try:
-        lab(directory, "up", timeout=120, check=True)
+        lab(directory, "up", *(("--zones", zones.args[0]) if zones else ()), timeout=120, check=True)
         yield directory
     finally:
         recorded = _recorded_processes(directory)

@@ -71,6 +71,17 @@ def parse_readme(path: Path = README) -> list[Example]:
 EXAMPLES = parse_readme()
 
 
+def zones_of(example: Example) -> str | None:
+    """The zones of a `needs: zones Z1,Z2,...` line: the lab_dir fixture brings the lab up with them."""
+    for line in example.lines:
+        words = line.text.split()
+        if words[:2] == ["needs:", "zones"]:
+            if len(words) != 3:
+                raise ValueError(f"examples/README.md:{line.number}: expected `needs: zones Z1,Z2,...`")
+            return words[2]
+    return None
+
+
 class Failed(AssertionError):
     pass
 
@@ -141,6 +152,14 @@ class Run:
         return Observed(False, f"{kind} {name} still exists (deletionTimestamp {meta.get('deletionTimestamp')}, "
                                f"finalizers {meta.get('finalizers')}, status {json.dumps(obj.get('status'))})")
 
+    def refused(self, path: str, text: str) -> Observed:
+        """`lab apply -f PATH` fails, and says TEXT."""
+        result = lab(self.directory, "apply", "-f", path)
+        said = (result.stderr + result.stdout).strip()
+        if result.returncode == 0:
+            return Observed(False, f"`lab apply -f {path}` succeeded: {said}")
+        return Observed(text in said, f"`lab apply -f {path}` exited {result.returncode}: {said}")
+
     def event(self, kind: str, name: str, reason: str, text: str) -> Observed:
         got = lab(self.directory, "get", kind, name, "-o", "json")
         if got.returncode != 0:
@@ -167,6 +186,11 @@ class Run:
                 raise Failed(f"{self.where(line)}: expected `exec POD -- COMMAND OP VALUE`")
             return lambda: compare(*self.exec_value(pod.strip(), command), op, value)
         words = text.split()
+        if words[0] == "refused":
+            path, sep, wanted = text[len("refused "):].partition(" contains ")
+            if not sep or not path.strip() or not wanted.strip():
+                raise Failed(f"{self.where(line)}: expected `refused PATH contains TEXT`")
+            return lambda: self.refused(path.strip(), wanted.strip())
         if words[0] == "event":
             parts = text.split(None, 5)
             if len(parts) != 6 or parts[4] != "contains":
@@ -270,6 +294,8 @@ class Run:
             raise Failed(f"{self.where(line)}: not an instruction")
         rest = rest.strip()
         if keyword == "needs":
+            if rest.startswith("zones "):
+                return  # the lab_dir fixture brought the lab up with them (see zones_of)
             self.needs_volume(line)
             return
         rest = self.expand(rest, line)
@@ -362,7 +388,9 @@ def compare(value: str | None, seen: str, op: str, wanted: str) -> Observed:
     return Observed(ok, f"{seen}; wanted {op} {wanted!r}")
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+@pytest.mark.parametrize("example", [
+    pytest.param(e, marks=[pytest.mark.lab_zones(z)] if (z := zones_of(e)) else []) for e in EXAMPLES
+], ids=[e.name for e in EXAMPLES])
 def test_example(example: Example, lab_dir: Path) -> None:
     assert example.lines, f"example {example.name}: its ```lab block is empty"
     work = Path(tempfile.mkdtemp(prefix="elastivol-example-", dir="/var/tmp"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -373,10 +375,85 @@ def test_gp3_below_minimum() -> None:
 
 
 def test_gp3_throughput_per_iops() -> None:
-    perf_error({"throughput": "1000"}, 100, "throughput", "needs at least 4000 IOPS", "at most 750", "raise iops")
+    perf_error({"throughput": "1000"}, 100, "throughput", "needs at least 4000 IOPS", "at most 750",
+               "set iops to at least 4000")
     perf_error({"iops": "3999", "throughput": "1000"}, 100, "throughput", "0.25 MiB/s per IOPS")
     perf_error({"iopsPerGB": "10", "throughput": "1000"}, 300, "throughput", "raise iopsPerGB")
     assert perf({"throughput": "750"}, 100) == Performance(3000, 750)
+
+
+def test_a_small_volume_refusal_quotes_the_iops_asked_not_the_capped_value() -> None:
+    """Issue 16: 20000 IOPS on 1 GiB gp3 used to say "16000 were asked; ... ask for at least 32 GiB",
+    advice that silently gives 16000. The message must quote 20000 and say gp3 cannot reach it."""
+    with pytest.raises(InvalidParameter) as info:
+        perf({"iops": "20000"}, 1)
+    message = info.value.message
+    assert "iops 20000 was asked" in message
+    assert "16000 were asked" not in message
+    assert "gp3 volumes reach at most 16000 IOPS, so no size gives 20000" in message
+    # The other types it offers do give 20000 at the size it names.
+    offers = re.findall(r"type (io1|io2) \(up to \d+ IOPS, \d+ per GiB; at least (\d+) GiB\)", message)
+    assert {t for t, _ in offers} == {"io1", "io2"}
+    for vtype, gib in offers:
+        assert perf({"type": vtype, "iops": "20000"}, int(gib)).iops == 20000
+
+
+def _apply_advice(raw: dict[str, str], size: int, message: str) -> tuple[dict[str, str], int] | None:
+    """The parameters and size the refusal's first piece of advice leads to (None: none to apply)."""
+    raw = dict(raw)
+    m = re.search(r"ask for at least (\d+) GiB to get (\d+) IOPS", message)
+    if m:
+        return raw, int(m.group(1))
+    m = re.search(r", or ask for at least (\d+) GiB \(a \d+ GiB volume is capped", message)
+    if m:
+        return raw, int(m.group(1))
+    m = re.search(r"(?:raise|set) (iops|iopsPerGB) to at least (\d+)(?: and ask for at least (\d+) GiB)?", message)
+    if m:
+        raw[m.group(1)] = m.group(2)
+        return raw, int(m.group(3) or size)
+    return None
+
+
+@settings(max_examples=400)
+@given(
+    size=st.integers(1, 40),
+    iops=st.one_of(st.none(), st.integers(3001, 16000)),
+    per_gb=st.one_of(st.none(), st.integers(1, 500)),
+    throughput=st.one_of(st.none(), st.integers(125, 1000)),
+)
+def test_following_the_advice_gives_what_was_asked(size: int, iops: int | None, per_gb: int | None,
+                                                   throughput: int | None) -> None:
+    """Whatever a gp3 refusal advises (a size, an iops, an iopsPerGB) really gives the IOPS and the
+    throughput that were asked, with nothing capped along the way."""
+    raw = {"type": "gp3", "allowAutoIOPSPerGBIncrease": "true"}
+    if iops is not None:
+        raw["iops"] = str(iops)
+    elif per_gb is not None:
+        raw["iopsPerGB"] = str(per_gb)
+    if throughput is not None:
+        raw["throughput"] = str(throughput)
+    messages: list[str] = []
+    for _ in range(3):  # each refusal names one problem; following its advice may reveal the next
+        try:
+            got = perf(raw, size)
+            break
+        except InvalidParameter as e:
+            messages.append(e.message)
+        advised = _apply_advice(raw, size, messages[-1])
+        assert advised is not None, f"no advice to follow in: {messages[-1]}"
+        raw, new_size = advised
+        assert new_size >= size, messages[-1]
+        size = new_size
+    else:
+        raise AssertionError("still refused after following the advice:\n" + "\n".join(messages))
+    if not messages:
+        return
+    if throughput is not None:
+        assert got.throughput == throughput, messages
+    if iops is not None:
+        # The asked IOPS, exactly; more only where a throughput refusal asked to raise them.
+        assert got.iops == iops or (got.iops is not None and got.iops > iops and "throughput" in messages[-1]), \
+            (got, messages)
 
 
 def test_io1() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from elastivol.lab.binding import PV_PROTECTION, PVC_PROTECTION
-from elastivol.lab.kinds import KINDS, resolve_kind, unsupported_fields
+from elastivol.lab.kinds import FIELDS, KINDS, resolve_kind, unsupported_fields
 from elastivol.lab.objects import ACCESS_MODES, Obj, parse_quantity, pvc_request
 from elastivol.lab.store import Store
 
@@ -82,6 +82,15 @@ def validate(obj: Obj) -> None:
         raise Invalid(f'error: {kind_name} wants apiVersion "{kind.api_version}", not "{obj.get("apiVersion")}"')
     meta = obj.get("metadata") or {}
     if not meta.get("name"):
+        stray = [str(k) for k in obj if k not in FIELDS[kind.name]]
+        if stray:
+            # Nested keys that landed at the top level: YAML whose indentation was lost (copied from a
+            # web page, say). Saying so beats a bare "name is required", as kubectl's validation does.
+            raise Invalid(f"error: {kind_name}: metadata.name is required, and {', '.join(stray)} "
+                          f"{'is not a top-level field' if len(stray) == 1 else 'are not top-level fields'} "
+                          f"of a {kind_name}: the YAML's indentation looks lost (name belongs under metadata:"
+                          f"{', the class parameters under parameters:' if kind.name == 'StorageClass' else ''}); "
+                          "indent them and apply again")
         raise Invalid(f"error: {kind_name}: metadata.name is required (the lab has no generateName)")
     bad = unsupported_fields(kind.name, obj)
     if bad:

@@ -274,7 +274,7 @@ class Scheduler(Loop):
         if not fit:
             # As kube-scheduler words it: "N node(s) REASON" for each reason, sorted as strings.
             detail = ", ".join(sorted(f"{n} node(s) {why}" for why, n in reasons.items()))
-            self._unschedulable(pod, len(nodes), detail)
+            self._unschedulable(pod, len(nodes), detail + self._missing_labels(claims, nodes))
             return
         chosen = self._pick(fit, pods, unbound_wait)
         node_name = chosen["metadata"]["name"]
@@ -325,6 +325,22 @@ class Scheduler(Loop):
                 if others:
                     return "has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
         return ""
+
+    def _missing_labels(self, claims: list[Obj], nodes: list[Obj]) -> str:
+        """Why a volume node affinity cannot match: a key its PV requires that no node carries (a PV
+        written for another driver's topology key, say). kube-scheduler stops at "conflict"."""
+        have = {k for n in nodes for k in (n["metadata"].get("labels") or {})}
+        hints = []
+        for pvc in claims:
+            pv = self.ctx.store.get("PersistentVolume", pvc["spec"].get("volumeName") or "") or {}
+            terms = ((pv.get("spec", {}).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms") or []
+            for term in terms:
+                for e in term.get("matchExpressions") or []:
+                    if e.get("key") not in have:
+                        values = ", ".join(str(v) for v in e.get("values") or [])
+                        hints.append(f'PersistentVolume "{pv["metadata"]["name"]}" requires {e.get("key")} '
+                                     f'{str(e.get("operator", "")).lower()} [{values}], a label no node has')
+        return "; " + "; ".join(hints) if hints else ""
 
     def _pick(self, fit: list[Obj], pods: list[Obj], unbound: list[Obj]) -> Obj:
         for pvc in unbound:

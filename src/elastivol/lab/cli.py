@@ -7,15 +7,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from elastivol.errors import ElastivolError
-from elastivol.lab.layout import Layout, daemon_pid, default_dir, make_config
+from elastivol.lab.layout import DEFAULT_ZONES, Layout, daemon_pid, default_dir, make_config
+from elastivol.units import parse_duration
 
 err = Console(stderr=True, soft_wrap=True)  # never break a message into lines: people grep for it
 out = Console(width=None if sys.stdout.isatty() else 200, highlight=False, soft_wrap=True)
@@ -35,12 +37,30 @@ _DIR = click.option("--dir", "directory", default=None, envvar="ELASTIVOL_LAB_DI
 _NS = click.option("-n", "--namespace", default="default", show_default=True)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float:
+    """kubectl's durations (120s, 2m, 1m30s, 500ms); a plain number is seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return parse_duration(str(value))
+    except ElastivolError as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
+
+
+def _timeout(default: int) -> Callable[[F], F]:
+    return click.option("--timeout", default=str(default), show_default=True, callback=_duration, metavar="DURATION",
+                        help="How long to wait: 120s, 2m, 1m30s, 500ms (kubectl's syntax) or plain seconds.")
+
+
 @click.group("lab")
 def lab() -> None:
     """Kubernetes' storage control loops on one machine, driving the real CSI drivers.
 
     \b
-    elastivol lab up                     start a 3-node lab (zones a, b, c)
+    elastivol lab up                     start a 3-node lab (zones zone-a, zone-b, zone-c)
     elastivol lab apply -f examples/01-ebs-dynamic/
     elastivol lab get pvc,pv,pod
     elastivol lab describe pvc ebs-claim
@@ -57,8 +77,9 @@ def _require_root() -> None:
 @lab.command()
 @_DIR
 @click.option("--nodes", type=int, default=3, show_default=True, help="How many nodes (1-5).")
-@click.option("--zones", default="a,b,c", show_default=True, help="Comma-separated zones; nodes are spread over them.")
-@click.option("--timeout", type=float, default=90, show_default=True)
+@click.option("--zones", default=",".join(DEFAULT_ZONES), show_default=True,
+              help="Comma-separated zone names, used exactly as given; nodes are spread over them.")
+@_timeout(90)
 def up(directory: str | None, nodes: int, zones: str, timeout: float) -> None:
     """Start the lab in the background and return when it is ready (resumes a stopped lab)."""
     from elastivol.lab.layout import LabConfig
@@ -72,14 +93,14 @@ def up(directory: str | None, nodes: int, zones: str, timeout: float) -> None:
         config: LabConfig
         if layout.config_file.exists():
             config = layout.read_config()
-            wanted = make_config(nodes, [z for z in zones.split(",") if z.strip()])
+            wanted = make_config(nodes, [z.strip() for z in zones.split(",") if z.strip()])
             if [(n.name, n.zone) for n in wanted.nodes] != [(n.name, n.zone) for n in config.nodes] and \
-                    (nodes, zones) != (3, "a,b,c"):
+                    (nodes, zones) != (3, ",".join(DEFAULT_ZONES)):
                 _die(f"error: the lab in {layout.root} has nodes "
                      f"{', '.join(f'{n.name} ({n.zone})' for n in config.nodes)}; "
                      "`elastivol lab down --purge` first to change them")
         else:
-            config = make_config(nodes, [z for z in zones.split(",") if z.strip()])
+            config = make_config(nodes, [z.strip() for z in zones.split(",") if z.strip()])
         _prepare(layout, config)
     except ElastivolError as exc:
         _die(f"error: {exc.message}")
@@ -126,7 +147,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 @lab.command()
 @_DIR
 @click.option("--purge", is_flag=True, help="Also delete the lab's objects, volumes and directory.")
-@click.option("--timeout", type=float, default=120, show_default=True)
+@_timeout(120)
 def down(directory: str | None, purge: bool, timeout: float) -> None:
     """Stop the lab: containers, volumes (unpublished, unstaged, detached), plugins, pools."""
     import shutil
@@ -353,7 +374,7 @@ def describe(directory: str | None, namespace: str, kind: str, names: tuple[str,
 @_NS
 @click.option("-f", "--filename", "files", multiple=True)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the objects are gone.")
-@click.option("--timeout", type=float, default=90, show_default=True)
+@_timeout(90)
 @click.argument("args", nargs=-1)
 def delete(directory: str | None, namespace: str, files: tuple[str, ...], wait: bool, timeout: float,
            args: tuple[str, ...]) -> None:
@@ -481,16 +502,24 @@ def exec_(directory: str | None, namespace: str, container: str, interactive: bo
 @click.option("-c", "--container", default="")
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--tail", type=int, default=-1)
+@click.option("--since", default=None, callback=lambda c, p, v: None if v is None else _duration(c, p, v),
+              metavar="DURATION", help="Only output written in the last DURATION (5s, 2m, 1h, or plain seconds).")
 @click.argument("pod_name")
-def logs(directory: str | None, namespace: str, container: str, follow: bool, tail: int, pod_name: str) -> None:
+def logs(directory: str | None, namespace: str, container: str, follow: bool, tail: int, since: float | None,
+         pod_name: str) -> None:
     """A container's output (stdout and stderr)."""
+    from elastivol.lab.kubelet import log_times
+
     layout, store = _store(directory)
     pod, _state = _pod_state(layout, store, pod_name, namespace)
     name = container or pod["spec"]["containers"][0]["name"]
     path = layout.pod_dir(pod["metadata"]["uid"]) / f"{name}.log"
     if not path.exists():
         _die(f'error: container "{name}" in pod "{pod_name}" has not started yet')
-    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    data = path.read_bytes()
+    if since is not None:
+        data = data[_offset_since(log_times(path), time.time() - since, len(data)):]
+    lines = data.decode(errors="replace").splitlines(keepends=True)
     click.echo("".join(lines if tail < 0 else lines[-tail:] if tail else []), nl=False)
     if follow:
         with open(path, errors="replace") as fh:
@@ -505,11 +534,27 @@ def logs(directory: str | None, namespace: str, container: str, follow: bool, ta
                 pass
 
 
+def _offset_since(times: Path, cutoff: float, size: int) -> int:
+    """The log offset of the first piece written at or after ``cutoff`` (the log's size if none was)."""
+    try:
+        entries = times.read_text().splitlines()
+    except OSError:
+        return 0  # a container started before the lab kept times: all of its log
+    for entry in entries:
+        offset, _, when = entry.partition(" ")
+        try:
+            if float(when) >= cutoff:
+                return int(offset)
+        except ValueError:
+            continue
+    return size
+
+
 @lab.command()
 @_DIR
 @_NS
 @click.option("--for", "condition", required=True, help="condition=NAME[=VALUE], jsonpath={...}=VALUE, or delete")
-@click.option("--timeout", type=float, default=30, show_default=True)
+@_timeout(30)
 @click.argument("target")
 @click.argument("names", nargs=-1)
 def wait(directory: str | None, namespace: str, condition: str, timeout: float, target: str,

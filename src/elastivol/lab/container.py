@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 
 from elastivol.node import _sys
 from elastivol.node.mount import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE
@@ -84,14 +86,24 @@ def main() -> int:
         print(f"lab: cannot set up the container: {exc}", file=sys.stderr, flush=True)
         _record(exit_file, 128)
         return 128
+    # The command writes into a pipe, pumped here into the log (this process's stdout), so that the
+    # time of each piece is known: `lab logs --since` reads it from the log_times file.
+    read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(read_end)
+        os.close(write_end)
         try:
             os.chdir(spec.get("workingDir") or "/")
             os.execvpe(spec["command"][0], spec["command"], {**spec["env"]})
         except OSError as exc:
             print(f'lab: exec "{spec["command"][0]}" failed: {exc.strerror}', file=sys.stderr, flush=True)
             os._exit(127)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, spec.get("log_times")), daemon=True)
+    pump.start()
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -107,10 +119,37 @@ def main() -> int:
             break
         except InterruptedError:
             continue
+    # What the command wrote before it exited is in the pipe; a background process it left may keep
+    # the pipe open, so do not wait for the end of the stream.
+    pump.join(timeout=1.0)
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell reports it
     _record(exit_file, code)
     return code
+
+
+def _pump(read_end: int, times_path: str | None) -> None:
+    """Copy the command's output to stdout (the log) and note "<offset> <time>" for each chunk."""
+    times = open(times_path, "a", buffering=1) if times_path else None
+    try:
+        while True:
+            try:
+                chunk = os.read(read_end, 65536)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            offset = os.fstat(1).st_size
+            if times is not None:
+                times.write(f"{offset} {time.time():.3f}\n")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(1, view):]
+    except OSError:
+        return
+    finally:
+        if times is not None:
+            times.close()
 
 
 def _record(path: str, code: int) -> None:

@@ -57,6 +57,8 @@ class Context:
     store: Store
     clients: dict[tuple[str, str | None], CsiClient] = field(default_factory=dict)
     node_topology: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # driver -> whether its plugin has VOLUME_ACCESSIBILITY_CONSTRAINTS (external-provisioner asks once).
+    accessibility: dict[str, bool] = field(default_factory=dict)
     _emitted: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

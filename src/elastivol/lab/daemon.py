@@ -28,7 +28,7 @@ from elastivol.lab.context import Context, Loop
 from elastivol.lab.kubelet import Kubelet, proc_start_time
 from elastivol.lab.layout import DRIVERS, SHORT, Layout
 from elastivol.lab.objects import HOSTNAME_LABEL, ZONE_LABEL, Obj, remove_finalizer
-from elastivol.lab.provisioner import Provisioner
+from elastivol.lab.provisioner import Provisioner, has_accessibility
 from elastivol.lab.resizer import Resizer
 from elastivol.lab.snapshotter import Snapshotter
 from elastivol.lab.store import AlreadyExistsError, Store, now_rfc3339
@@ -137,6 +137,7 @@ class Daemon:
     def _connect(self) -> None:
         for driver in DRIVERS:
             self.ctx.clients[(driver, None)] = CsiClient(f"unix://{self.layout.socket(driver, None)}", timeout=300)
+            self.ctx.accessibility[driver] = has_accessibility(self.ctx.controller(driver))
             for n in self.config.nodes:
                 client = CsiClient(f"unix://{self.layout.socket(driver, n.name)}", timeout=300)
                 self.ctx.clients[(driver, n.name)] = client

@@ -51,6 +51,11 @@ def proc_start_time(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
+
+def log_times(log: Path) -> Path:
+    """Where a container's runner records when each piece of its log was written (`logs --since`)."""
+    return log.with_name(log.name + ".times")
+
 class Kubelet(Loop):
     def __init__(self, ctx: Context, node: str) -> None:
         super().__init__(ctx)
@@ -237,7 +242,8 @@ class Kubelet(Loop):
         exit_file = pod_dir / f"{name}.exit"
         exit_file.unlink(missing_ok=True)
         spec = {"hostname": pod["spec"].get("hostname") or meta["name"], "mounts": mounts, "command": command,
-                "env": env, "workingDir": container.get("workingDir", ""), "exit_file": str(exit_file)}
+                "env": env, "workingDir": container.get("workingDir", ""), "exit_file": str(exit_file),
+                "log_times": str(log_times(pod_dir / f"{name}.log"))}
         spec_file = pod_dir / f"{name}.json"
         atomic_write_json(spec_file, spec)
         log_path = pod_dir / f"{name}.log"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,12 +42,22 @@ class LabConfig:
         return next((n for n in self.nodes if n.name == name), None)
 
 
+DEFAULT_ZONES = ("zone-a", "zone-b", "zone-c")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
 def make_config(nodes: int, zones: list[str]) -> LabConfig:
     if not 1 <= nodes <= MAX_NODES:
         raise InvalidArgument(f"--nodes {nodes}: the lab runs 1 to {MAX_NODES} nodes")
     if not zones or any(not z for z in zones):
-        raise InvalidArgument("--zones needs at least one zone name, e.g. --zones a,b,c")
-    names = [z if z.startswith("zone-") else f"zone-{z}" for z in zones]
+        raise InvalidArgument(f"--zones needs at least one zone name, e.g. --zones {','.join(DEFAULT_ZONES)}")
+    # The zones are named exactly as given: a StorageClass's allowedTopologies or a PV's node
+    # affinity names them, so a lab made with --zones us-east-1a must have a zone us-east-1a.
+    names = list(zones)
+    bad = [z for z in names if not _LABEL_VALUE.fullmatch(z)]
+    if bad:
+        raise InvalidArgument(f"--zones: {', '.join(map(repr, bad))} cannot be a node label value (letters, digits, "
+                              "'-', '_' and '.', at most 63, starting and ending with a letter or digit)")
     if len(set(names)) != len(names):
         raise InvalidArgument(f"--zones {','.join(zones)} names a zone twice")
     return LabConfig(nodes=[LabNode(f"node-{i + 1}", names[i % len(names)]) for i in range(nodes)], zones=names)

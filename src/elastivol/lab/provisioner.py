@@ -7,7 +7,7 @@ import zlib
 import grpc
 
 from elastivol import BLOCK_DRIVER_NAME
-from elastivol.client import BLOCK, MOUNT, volume_capability
+from elastivol.client import BLOCK, MOUNT, CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.lab.binding import PROVISIONED_BY, PV_PROTECTION, SELECTED_NODE, STORAGE_PROVISIONER
 from elastivol.lab.context import Loop, rpc_message
@@ -36,6 +36,13 @@ def capabilities(access_modes: list[str], volume_mode: str, fs_type: str,
     access = BLOCK if volume_mode == "Block" else MOUNT
     return [volume_capability(access, ACCESS_MODES.get(m, m), fs_type=fs_type, mount_flags=tuple(mount_options))
             for m in access_modes]
+
+
+def has_accessibility(client: CsiClient) -> bool:
+    """Whether the plugin behind ``client`` advertises VOLUME_ACCESSIBILITY_CONSTRAINTS."""
+    service = csi_pb2.PluginCapability.Service
+    caps = client.identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest(), timeout=30).capabilities
+    return any(c.HasField("service") and c.service.type == service.VOLUME_ACCESSIBILITY_CONSTRAINTS for c in caps)
 
 
 class Provisioner(Loop):
@@ -133,6 +140,10 @@ class Provisioner(Loop):
         self.ctx.event(pvc, "Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name}", component)
 
     def _topology(self, request: csi_pb2.CreateVolumeRequest, pvc: Obj, sc: Obj, driver: str) -> None:
+        if not self.ctx.accessibility.get(driver, True):
+            # As external-provisioner: a plugin without VOLUME_ACCESSIBILITY_CONSTRAINTS gets no
+            # topology, so its claims need no node (an Immediate efs-ap claim binds at once).
+            return
         selected = annots(pvc).get(SELECTED_NODE)
         segments: list[dict[str, str]] = []
         if selected:
@@ -149,6 +160,8 @@ class Provisioner(Loop):
                 if allowed and not any(all(topo.get(k) == v for k, v in a.items()) for a in allowed):
                     continue
                 segments.append(topo)
+            if not segments and not allowed:
+                raise ProvisioningError(f"no available topology found: no node has registered {driver} yet")
             if not segments:
                 raise ProvisioningError("no node's topology satisfies the StorageClass's allowedTopologies")
             # Like external-provisioner, start the preferred list at a place that depends on the claim,

@@ -241,9 +241,9 @@ class Walkthrough:
 
     # -- the steps -------------------------------------------------------------------------------
     def up(self) -> str:
-        self.lab("up", "--nodes", "3", "--zones", "a,b,c")
+        self.lab("up", "--nodes", "3", "--zones", "zone-a,zone-b,zone-c")
         self.lab("get", "nodes", "-o", "wide")
-        return "3 nodes in zones a, b, c; block and file plugins running on their own sockets"
+        return "3 nodes in zones zone-a, zone-b, zone-c; block and file plugins running on their own sockets"
 
     def dynamic(self) -> str:
         m = self.manifests

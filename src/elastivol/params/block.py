@@ -481,25 +481,81 @@ def resolve_performance(params: BlockParameters, size_gib: int) -> Performance:
             iops = by_size  # EBS caps at the per-GiB ratio
         elif iops > limits.minimum:
             # Small gp3 volumes: the 3000 baseline is always allowed, anything above needs size.
-            need_gib = -(-iops // limits.per_gib)
-            raise InvalidParameter(
-                key,
-                f"a {size_gib} GiB {vtype} volume takes at most {limits.minimum} IOPS ({limits.per_gib} per GiB, "
-                f"{limits.minimum} always allowed) but {iops} were asked; lower {key}, or ask for at least "
-                f"{need_gib} GiB",
-            )
+            raise InvalidParameter(key, _small_volume_refusal(params, vtype, limits, size_gib, requested))
 
     throughput: int | None = None
     if vtype is VolumeType.GP3:
         throughput = params.throughput if params.throughput is not None else GP3_DEFAULT_THROUGHPUT
         if throughput * GP3_IOPS_PER_MIBS > iops:
-            raise InvalidParameter(
-                THROUGHPUT,
-                f"gp3 throughput {throughput} MiB/s needs at least {throughput * GP3_IOPS_PER_MIBS} IOPS "
-                f"(0.25 MiB/s per IOPS) but the volume gets {iops}; lower throughput to at most "
-                f"{iops // GP3_IOPS_PER_MIBS}, or raise {key}",
-            )
+            raise InvalidParameter(THROUGHPUT, _throughput_refusal(params, limits, size_gib, throughput, iops))
     return Performance(iops, throughput)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _asked(params: BlockParameters, size_gib: int, requested: int) -> str:
+    if params.iops_per_gb is not None:
+        return f"iopsPerGB {params.iops_per_gb} x {size_gib} GiB asks for {requested} IOPS"
+    if params.iops is not None:
+        return f"iops {requested} was asked"
+    return f"the {requested} IOPS default applies"
+
+
+def _other_types(vtype: VolumeType, *, iops: int = 0, per_gib: int = 0) -> str:
+    """", or use io2 (...)" naming the provisioned-IOPS types that do reach ``iops`` / ``per_gib``."""
+    offers = []
+    for other, lim in _IOPS_LIMITS.items():
+        if other is vtype or lim.maximum < iops or lim.per_gib < per_gib:
+            continue
+        min_gib = _SIZE_LIMITS_GIB[other][0]
+        need_gib = max(min_gib, _ceil_div(iops, lim.per_gib)) if iops else min_gib
+        offers.append(f"type {other} (up to {lim.maximum} IOPS, {lim.per_gib} per GiB; at least {need_gib} GiB)")
+    return f", or use {' or '.join(offers)}" if offers else ""
+
+
+def _small_volume_refusal(params: BlockParameters, vtype: VolumeType, limits: _IopsLimits, size_gib: int,
+                          requested: int) -> str:
+    """A volume too small for more than the baseline: what was asked, and advice that really gives it."""
+    head = (f"a {size_gib} GiB {vtype} volume takes at most {limits.minimum} IOPS ({limits.per_gib} per GiB, "
+            f"{limits.minimum} always allowed), but {_asked(params, size_gib, requested)}")
+    smallest_for_max = _ceil_div(limits.maximum, limits.per_gib)
+    if params.iops_per_gb is not None:
+        # Only reached when iopsPerGB is above the type's per-GiB ratio: no size gives it.
+        return (f"{head}; {vtype} allows at most {limits.per_gib} IOPS per GiB, so no size gives iopsPerGB "
+                f"{params.iops_per_gb}: lower iopsPerGB to at most {limits.per_gib} and ask for at least "
+                f"{_ceil_div(limits.minimum, limits.per_gib)} GiB, or set allowAutoIOPSPerGBIncrease: \"true\" to "
+                f"get {limits.minimum} IOPS at {size_gib} GiB"
+                f"{_other_types(vtype, per_gib=params.iops_per_gb)}")
+    if requested > limits.maximum:
+        return (f"{head}; {vtype} volumes reach at most {limits.maximum} IOPS, so no size gives {requested}: "
+                f"lower iops to at most {limits.maximum} and ask for at least {smallest_for_max} GiB"
+                f"{_other_types(vtype, iops=requested)}")
+    return (f"{head}; ask for at least {_ceil_div(requested, limits.per_gib)} GiB to get {requested} IOPS, "
+            f"or lower iops to at most {limits.minimum}")
+
+
+def _throughput_refusal(params: BlockParameters, limits: _IopsLimits, size_gib: int, throughput: int,
+                        iops: int) -> str:
+    """gp3 throughput above 0.25 MiB/s per IOPS: what was asked, and the IOPS (and size) that allow it."""
+    needed = throughput * GP3_IOPS_PER_MIBS
+    head = (f"gp3 throughput {throughput} MiB/s needs at least {needed} IOPS (0.25 MiB/s per IOPS) but the "
+            f"volume gets {iops}; lower throughput to at most {iops // GP3_IOPS_PER_MIBS}, or ")
+    # The smallest size at which ``needed`` IOPS are allowed at all (the baseline needs no size).
+    need_gib = max(size_gib, _ceil_div(needed, limits.per_gib)) if needed > limits.minimum else size_gib
+    bigger = f" and ask for at least {need_gib} GiB" if need_gib > size_gib else ""
+    capped = f" (a {size_gib} GiB volume is capped at {iops} IOPS)"
+    if params.iops_per_gb is not None:
+        per = _ceil_div(needed, need_gib)
+        if params.iops_per_gb >= per:  # enough per GiB already: only the size caps it
+            return f"{head}ask for at least {need_gib} GiB{capped}"
+        return f"{head}raise iopsPerGB to at least {per}{bigger}"
+    if params.iops is not None and params.iops >= needed:  # enough IOPS asked: only the size caps them
+        target = min(params.iops, limits.maximum)
+        return f"{head}ask for at least {_ceil_div(target, limits.per_gib)} GiB to get {target} IOPS{capped}"
+    verb = "raise" if params.iops is not None else "set"
+    return f"{head}{verb} iops to at least {needed}{bigger}"
 
 
 def recompute_for_resize(params: BlockParameters, new_size_gib: int) -> Performance:

@@ -61,7 +61,8 @@ def test_identity_and_capabilities(client: CsiClient, client_b: CsiClient) -> No
     services = {c.service.type for c in caps if c.HasField("service")}
     expansion = {c.volume_expansion.type for c in caps if c.HasField("volume_expansion")}
     svc = csi_pb2.PluginCapability.Service
-    assert services == {svc.CONTROLLER_SERVICE, svc.VOLUME_ACCESSIBILITY_CONSTRAINTS}
+    # A regional file system: no VOLUME_ACCESSIBILITY_CONSTRAINTS (see test_regional.py).
+    assert services == {svc.CONTROLLER_SERVICE}
     assert expansion == {csi_pb2.PluginCapability.VolumeExpansion.ONLINE}
     rpc = csi_pb2.ControllerServiceCapability.RPC
     ctrl = {c.rpc.type for c in client.controller.ControllerGetCapabilities(

@@ -397,3 +397,23 @@ def test_merge_patch_follows_rfc_7386(target: Any, patch: Any, result: Any) -> N
     original = copy.deepcopy(target)
     assert merge_patch(target, patch) == result
     assert target == original  # the target is not modified
+
+
+def test_a_class_whose_indentation_was_lost_is_refused_saying_so(tmp_path: Path) -> None:
+    """Seed 003's efs-sc.yaml as the notes print it: every key at the top level."""
+    path = tmp_path / "efs-sc.yaml"
+    path.write_text("kind: StorageClass\napiVersion: storage.k8s.io/v1\nmetadata:\nname: efs-sc\n"
+                    "provisioner: file.csi.elastivol.io\nparameters:\nprovisioningMode: efs-ap\n"
+                    'directoryPerms: "700"\n')
+    (obj,) = load_documents(str(path))
+    with pytest.raises(Invalid) as info:
+        validate(obj)
+    message = str(info.value)
+    assert "metadata.name is required, and name, provisioningMode, directoryPerms are not top-level fields" in message
+    assert "indentation looks lost" in message
+
+
+def test_a_class_without_a_name_but_nothing_stray_keeps_the_plain_message() -> None:
+    with pytest.raises(Invalid, match=r"metadata.name is required \(the lab has no generateName\)"):
+        validate({"kind": "StorageClass", "apiVersion": "storage.k8s.io/v1", "metadata": {},
+                  "provisioner": "file.csi.elastivol.io"})

@@ -194,7 +194,9 @@ attacher and resizer elect one leader cluster-wide; otherwise all elect a leader
   args:
     - --v={{ $s.logVerbosity }}
     - --csi-address={{ .csiAddress }}
-    - --feature-gates=Topology=true
+    {{- /* No --feature-gates=Topology=true: Topology is GA and on by default since v5.0, and the
+    provisioner uses it exactly when the plugin reports VOLUME_ACCESSIBILITY_CONSTRAINTS (block
+    does; file, a regional file system, does not). */}}
     - --extra-create-metadata
     {{- if eq .driver "block" }}
     - --default-fstype={{ $s.provisioner.defaultFsType }}
@@ -204,10 +206,14 @@ attacher and resizer elect one leader cluster-wide; otherwise all elect a leader
     - --http-endpoint=:{{ $s.provisioner.httpPort }}
     {{- if .nodeLocal }}
     - --node-deployment=true
+    {{- if eq .driver "block" }}
+    {{- /* Topology and capacity flags only for the block driver: the file driver has no topology and
+    no GetCapacity, so they would do nothing there. */}}
     - --strict-topology=true
     - --immediate-topology=false
     - --enable-capacity
     - --capacity-ownerref-level=1
+    {{- end }}
     {{- else }}
     - --leader-election
     - --leader-election-namespace=$(NAMESPACE)

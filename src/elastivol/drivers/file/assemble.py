@@ -33,11 +33,12 @@ def local_file_services(config: ServeConfig, metrics: Metrics) -> Services:
         raise Unavailable(health.reason)
     registry = FileRegistry(pool)
     inflight = InFlight(pool.lock_dir)
-    # No attach step (attachRequired: false), and quotas grow online with no node step.
+    # No attach step (attachRequired: false), and quotas grow online with no node step. No
+    # accessibility constraints: a file system is regional, so a claim binds before any node exists.
     identity = Identity(
         FILE_DRIVER_NAME,
         lambda: pool_health(pool),
-        topology=True,
+        topology=False,
         online_expansion=True,
         offline_expansion=False,
     )

@@ -99,7 +99,8 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
     provider = None
     if config.controller:
         provider = EfsProvider(clients, settings, cluster_id=config.cluster_id, mounter=mounter)
-    identity_service = Identity(FILE_DRIVER_NAME, provider.health if provider else _ready, topology=True,
+    # EFS is regional: no accessibility constraints, so an Immediate claim binds before any node registers.
+    identity_service = Identity(FILE_DRIVER_NAME, provider.health if provider else _ready, topology=False,
                                 online_expansion=True, offline_expansion=False)
     services = Services(identity=identity_service, inflight=inflight)
     if provider is not None:
