@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
@@ -12,6 +13,7 @@ from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
 from elastivol.providers.local.pool import Pool
+from elastivol.providers.types import Health
 from elastivol.server import Services
 
 log = logging.getLogger("elastivol.app")
@@ -41,6 +43,7 @@ class ServeConfig:
     default_volume_size: int = 1 << 30
     allow_privileged_mount_options: bool = False
     force_unsafe_socket_dir: bool = False
+    enforce_performance: bool = True
 
     @property
     def controller(self) -> bool:
@@ -112,9 +115,10 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
 
     reconcile(pool, controller=config.controller, node=config.node)
     inflight = InFlight(pool.lock_dir)
-    services = Services(
-        identity=Identity(BLOCK_DRIVER_NAME, pool.health, controller=config.controller), inflight=inflight
-    )
+    health = pool.health
+    if config.node and config.enforce_performance:
+        health = _with_throttle_notice(pool.health)
+    services = Services(identity=Identity(BLOCK_DRIVER_NAME, health, controller=config.controller), inflight=inflight)
     if config.controller:
         provider = LocalBlockProvider(pool, config.served_zones(), max_volumes_per_node=config.max_volumes_per_node)
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
@@ -126,7 +130,7 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
                 "(NodeExpandVolume fails with FAILED_PRECONDITION); they grow at their next stage. "
                 "xfs volumes grow online regardless"
             )
-        node_provider = LocalBlockNode(pool, config.node_id)
+        node_provider = LocalBlockNode(pool, config.node_id, enforce_performance=config.enforce_performance)
         node_provider.register_node(config.node_id, config.zone, config.max_volumes_per_node)
         services.node = BlockNode(
             node_provider,
@@ -147,6 +151,23 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
 
         services.background.append(heartbeat)
     return services
+
+
+def _with_throttle_notice(health: Callable[[], Health]) -> Callable[[], Health]:
+    """Probe's notice (and one warning now) when volume performance cannot be enforced on this host."""
+    from elastivol.node import iothrottle
+
+    hierarchy = iothrottle.detect()
+    if hierarchy is not None:
+        log.info("volume performance is enforced with %s", hierarchy)
+        return health
+    log.warning(iothrottle.NO_CONTROLLER)
+
+    def noticed() -> Health:
+        h = health()
+        return replace(h, notice="; ".join(x for x in (h.notice, iothrottle.NO_CONTROLLER) if x)) if h.ready else h
+
+    return noticed
 
 
 async def _pool_gauges(pool: Pool, metrics: Metrics) -> None:

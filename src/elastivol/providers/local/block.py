@@ -25,6 +25,7 @@ from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.params.block import parse_block_parameters, same_request, to_record
 from elastivol.providers.block import Volume, VolumeSpec
+from elastivol.providers.local import performance
 from elastivol.providers.local.pool import Pool
 from elastivol.providers.types import (
     Attachment,
@@ -490,9 +491,10 @@ class LocalBlockProvider:
 class LocalBlockNode:
     """Node side of the local block provider: loop devices over the pool's images."""
 
-    def __init__(self, pool: Pool, node_id: str) -> None:
+    def __init__(self, pool: Pool, node_id: str, *, enforce_performance: bool = True) -> None:
         self.pool = pool
         self.node_id = node_id
+        self.enforce_performance = enforce_performance
 
     def register_node(self, node_id: str, zone: str, max_volumes: int) -> None:
         self.pool.nodes.put(
@@ -537,3 +539,19 @@ class LocalBlockNode:
         if device is None:
             raise FailedPrecondition(f"volume {volume_id} is not attached on node {self.node_id}; stage it first")
         return loop.refresh_capacity(device)
+
+    # -- performance (providers/local/performance.py) -------------------------------------------
+    def limit_io(self, volume_id: str, pod_uid: str) -> None:
+        """Throttle the volume's device to its type's performance for pod ``pod_uid`` (logged if impossible)."""
+        rec = self.pool.volumes.get(volume_id) if ids.is_volume_id(volume_id) else None
+        device = self.find_device(volume_id)
+        if rec is not None and device is not None:
+            performance.limit_for_pod(rec, device, pod_uid, self.enforce_performance)
+
+    def update_io_limits(self, volume_id: str) -> list[str]:
+        """Re-apply the volume's limits from its record where they are set (after a resize or a modification)."""
+        rec = self.pool.volumes.get(volume_id) if ids.is_volume_id(volume_id) else None
+        device = self.find_device(volume_id)
+        if rec is None or device is None:
+            return []
+        return performance.refresh(rec, device, self.enforce_performance)
