@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
 from elastivol.errors import InvalidArgument
@@ -16,9 +17,13 @@ from elastivol.providers.local.pool import Pool
 from elastivol.providers.types import Health
 from elastivol.server import Services
 
+if TYPE_CHECKING:
+    from elastivol.providers.local.block import LocalBlockNode
+
 log = logging.getLogger("elastivol.app")
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
+SPREAD_SECONDS = 5.0  # how soon a container's new cgroup gets its pod's volume limits (cgroup v1)
 
 
 @dataclass
@@ -150,7 +155,24 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
                 )
 
         services.background.append(heartbeat)
+        if config.enforce_performance:
+            services.background.append(lambda: _spread_io_limits(node_provider))
     return services
+
+
+async def _spread_io_limits(node: LocalBlockNode) -> None:
+    """cgroup v1 throttling is flat: containers start in new cgroups after NodePublishVolume limited the pod's."""
+    from elastivol.node import iothrottle
+
+    hierarchy = await asyncio.to_thread(iothrottle.detect)
+    if hierarchy is None or hierarchy.version != 1:
+        return
+    while True:
+        try:
+            await asyncio.to_thread(node.spread_io_limits)
+        except Exception:  # a throttle that could not be spread must never take the server down
+            log.exception("could not spread volume I/O limits to new cgroups")
+        await asyncio.sleep(SPREAD_SECONDS)
 
 
 def _with_throttle_notice(health: Callable[[], Health]) -> Callable[[], Health]:

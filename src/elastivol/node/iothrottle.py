@@ -291,6 +291,36 @@ def update_device(device: str, limits: IoLimits, *, what: str = "", h: Hierarchy
     return changed
 
 
+def spread_down(device: str, *, h: Hierarchy | None = None) -> list[Path]:
+    """cgroup v1: give the cgroups made below a limited one since (containers started after publish) its limits.
+
+    Flat v1 throttling would leave a container's new cgroup unlimited; the node plugin calls this
+    periodically. The top-most limited cgroup's figures win. On v2 limits are hierarchical: no-op.
+    """
+    h = h if h is not None else detect()
+    if h is None or h.version != 1:
+        return []
+    dev = device_number(device)
+    tops: dict[Path, IoLimits] = {}
+    for cgroup in cgroups_limiting(h, dev):
+        if not any(t in cgroup.parents for t in tops):
+            limits = read_limits(h, cgroup, dev)
+            if limits is not None:
+                tops[cgroup] = limits
+    added: list[Path] = []
+    for top, limits in tops.items():
+        for cgroup in _walk(top, 64):
+            if cgroup != top and read_limits(h, cgroup, dev) != limits:
+                try:
+                    set_limits(h, cgroup, dev, limits)
+                except FileNotFoundError:
+                    continue
+                added.append(cgroup)
+    if added:
+        log.info("%s: limits spread to %d new cgroup(s) below the pods' cgroups", device, len(added))
+    return added
+
+
 # -- cgroups of our own (the lab's pods, tests, benchmarks) -------------------------------------
 def make_cgroup(h: Hierarchy, relative: str) -> Path:
     path = h.root / relative

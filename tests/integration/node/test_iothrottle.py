@@ -119,3 +119,22 @@ def test_no_cgroup_for_the_pod_is_said_not_silent(host: Host, caplog: pytest.Log
     assert placement.cgroups == [] and f"no cgroup of pod {ghost}" in placement.problem
     assert "runs unthrottled" in caplog.text and ghost in caplog.text
     assert iothrottle.update_device(device, iothrottle.IoLimits(iops=900)) == []  # limited nowhere
+
+
+@pytest.mark.skipif(HIERARCHY is not None and HIERARCHY.version != 1, reason="cgroup v1 only: v2 limits are hierarchical")
+def test_v1_a_container_cgroup_made_after_publish_gets_the_limits(host: Host, pod: tuple[str, Path]) -> None:
+    # Kubelet publishes before the runtime makes the containers' cgroups: the node plugin spreads the
+    # pod's limits down to them (its background loop calls this every few seconds).
+    uid, cgroup = pod
+    device, target = staged(host)
+    limits = iothrottle.IoLimits(iops=700, bps=30 * MiB)
+    iothrottle.limit_device(device, limits, pod_uid=uid)
+    later = cgroup / "container-2"
+    later.mkdir()
+    assert HIERARCHY is not None
+    dev = iothrottle.device_number(device)
+    assert iothrottle.read_limits(HIERARCHY, later, dev) is None
+    assert iothrottle.spread_down(device) == [later]
+    assert iothrottle.read_limits(HIERARCHY, later, dev) == limits
+    assert iothrottle.spread_down(device) == []  # nothing new: nothing written
+    assert fio(later, str(target / "f"), "randwrite", "4k", 2, extra=["--size=16M"])["iops"] == pytest.approx(700, rel=0.1)

@@ -555,3 +555,8 @@ class LocalBlockNode:
         if rec is None or device is None:
             return []
         return performance.refresh(rec, device, self.enforce_performance)
+
+    def spread_io_limits(self) -> int:
+        """cgroup v1: carry each attached volume's limits to cgroups made below its pods since publish."""
+        prefix = str(self.pool.images) + "/"
+        return sum(len(performance.spread(d.path)) for d in loop.list_all() if d.backing_file.startswith(prefix))

@@ -51,3 +51,8 @@ def refresh(rec: dict[str, Any], device: str, default: bool) -> list[str]:
         return []
     limits, perf = limits_of(rec)
     return [str(p) for p in iothrottle.update_device(device, limits, what=f"volume {rec['id']} ({perf.basis})")]
+
+
+def spread(device: str) -> list[str]:
+    """cgroup v1 only: limits of ``device`` onto cgroups created below its pods' cgroups since publish."""
+    return [str(p) for p in iothrottle.spread_down(device)]
