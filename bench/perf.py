@@ -156,8 +156,8 @@ def _row(r: Result, label: str, size_gib: int, limits: iothrottle.IoLimits, basi
     _, want_mibs = expected(limits, MiB)
     r_iops, r_mibs = iops / want_iops, mibs / want_mibs
     r.rows.append([label, size_gib, want_iops, iops, r_iops, want_mibs, mibs, r_mibs, basis])
-    r.targets.append(Target(f"{label}: |IOPS / limit - 1|", abs(r_iops - 1), "<=", TOLERANCE))
-    r.targets.append(Target(f"{label}: |MiB/s / limit - 1|", abs(r_mibs - 1), "<=", TOLERANCE))
+    r.targets.append(Target(f"{label}: IOPS deviation from the limit", abs(r_iops - 1), "<=", TOLERANCE))
+    r.targets.append(Target(f"{label}: MiB/s deviation from the limit", abs(r_mibs - 1), "<=", TOLERANCE))
     return {"iops": iops, "mibs": mibs, "iops_limit": want_iops, "mibs_limit": want_mibs, "basis": basis}
 
 

@@ -41,7 +41,7 @@ def test_fio_in_the_pod_measures_its_type(env: Env, case: Case) -> None:
         assert HIERARCHY is not None
         dev = iothrottle.device_number(str(pub.target))
         assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == limits
-        iops, mibs = pub.measure(2)
+        iops, mibs = pub.measure(1)
     finally:
         pub.close()
     want_iops, _ = expected(limits, 4096)

@@ -268,9 +268,10 @@ def limit_device(
             failures.append(f"cannot limit {device} in {cgroup}: {exc.strerror}")
             log.warning("%s: %s", what, failures[-1])
     if scope == "kubepods":
+        shared = "shared by every pod on this node" if h.version == 2 else "in every pod's cgroup on this node"
         log.warning(
-            "%s: %s; limits set at the kubepods level (%s), shared by every pod on this node",
-            what, f"no cgroup found for pod {pod_uid}" if pod_uid else "no pod uid in volume_context", top,
+            "%s: %s; limits set at the kubepods level (%s), %s",
+            what, f"no cgroup found for pod {pod_uid}" if pod_uid else "no pod uid in volume_context", top, shared,
         )
     log.info("%s: limited %s to %s in %d cgroup(s) under %s (%s)", what, device, limits.text(), len(done), top, h)
     return Placement(cgroups=done, scope=scope, problem="; ".join(failures))

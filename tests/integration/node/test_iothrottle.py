@@ -58,9 +58,7 @@ def test_limits_land_in_the_pods_cgroup_and_hold_its_io(host: Host, pod: tuple[s
     assert iothrottle.cgroups_limiting(HIERARCHY, dev) == [cgroup]
 
     rand = fio(cgroup, str(target / "f"), "randwrite", "4k", 2, extra=["--size=16M"])
-    assert rand["iops"] == pytest.approx(800, rel=0.10)
-    seq = fio(cgroup, str(target / "g"), "read", "1M", 2, extra=["--size=16M"])  # laid out whole, unfragmented
-    assert seq["mibs"] == pytest.approx(20, rel=0.10)
+    assert rand["iops"] == pytest.approx(800, rel=0.10)  # throughput: see tests/integration/test_block_performance.py
 
 
 def test_a_live_change_moves_the_rate_of_a_running_writer(host: Host, pod: tuple[str, Path], tmp_path: Path) -> None:
