@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 FIO = ("fio --name=p --directory={mount} --size=16M --rw=randread --bs=4k --direct=1 --ioengine=libaio "
-       "--iodepth=4 --time_based --runtime=1 --ramp_time=1 --output-format=json --output={mount}/fio.tmp "
+       "--iodepth=16 --time_based --runtime=1 --ramp_time=1 --output-format=json --output={mount}/fio.tmp "
        "&& mv {mount}/fio.tmp {mount}/fio.json; sleep 3600")
 
 
