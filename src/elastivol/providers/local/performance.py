@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from elastivol.errors import ElastivolError
 from elastivol.node import iothrottle
 from elastivol.params.block import (
     ENFORCE_PERFORMANCE,
@@ -41,7 +42,12 @@ def limit_for_pod(rec: dict[str, Any], device: str, pod_uid: str, default: bool)
     if not enforced(rec, default):
         log.info("volume %s: performance not enforced (enforcePerformance is off)", rec["id"])
         return None
-    limits, perf = limits_of(rec)
+    try:
+        limits, perf = limits_of(rec)
+    except ElastivolError as exc:
+        # The volume stays usable: a record whose figures cannot be worked out is reported, not fatal.
+        log.warning("volume %s: performance not enforced, its parameters give no limits: %s", rec["id"], exc.message)
+        return iothrottle.Placement(problem=exc.message)
     return iothrottle.limit_device(device, limits, pod_uid=pod_uid, what=f"volume {rec['id']} ({perf.basis})")
 
 
