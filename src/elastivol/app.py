@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("elastivol.app")
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
-SPREAD_SECONDS = 5.0  # how soon a container's new cgroup gets its pod's volume limits (cgroup v1)
+IO_RECONCILE_SECONDS = 5.0  # how soon a recorded performance change or a container's new cgroup (v1) is limited
 
 
 @dataclass
@@ -156,23 +156,24 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
 
         services.background.append(heartbeat)
         if config.enforce_performance:
-            services.background.append(lambda: _spread_io_limits(node_provider))
+            services.background.append(lambda: _reconcile_io_limits(node_provider))
     return services
 
 
-async def _spread_io_limits(node: LocalBlockNode) -> None:
-    """cgroup v1 throttling is flat: containers start in new cgroups after NodePublishVolume limited the pod's."""
+async def _reconcile_io_limits(node: LocalBlockNode) -> None:
+    """Keep the kernel's limits in line with the volumes' records: a performance change recorded by the
+    controller reaches running pods, and (cgroup v1, whose throttling is flat) containers that start in
+    new cgroups after NodePublishVolume limited their pod's get the limits too."""
     from elastivol.node import iothrottle
 
-    hierarchy = await asyncio.to_thread(iothrottle.detect)
-    if hierarchy is None or hierarchy.version != 1:
-        return
+    if await asyncio.to_thread(iothrottle.detect) is None:
+        return  # said at start (Probe's notice)
     while True:
         try:
-            await asyncio.to_thread(node.spread_io_limits)
-        except Exception:  # a throttle that could not be spread must never take the server down
-            log.exception("could not spread volume I/O limits to new cgroups")
-        await asyncio.sleep(SPREAD_SECONDS)
+            await asyncio.to_thread(node.reconcile_io_limits)
+        except Exception:  # a throttle that could not be reconciled must never take the server down
+            log.exception("could not reconcile volume I/O limits")
+        await asyncio.sleep(IO_RECONCILE_SECONDS)
 
 
 def _with_throttle_notice(health: Callable[[], Health]) -> Callable[[], Health]:

@@ -8,14 +8,17 @@ a gp2 volume whose limits follow its size when it grows.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from bench.env import Env, served_pool
 from bench.perf import Case, Published, expected, limits_for
+from elastivol.app import IO_RECONCILE_SECONDS
 from elastivol.csi import csi_pb2
 from elastivol.node import iothrottle
+from elastivol.providers.local.pool import Pool
 from elastivol.providers.types import GiB, MiB
 
 HIERARCHY = iothrottle.detect()
@@ -78,3 +81,24 @@ def test_limits_follow_a_gp2_volume_that_grows(env: Env) -> None:
         pub.close()
 
 
+
+
+def test_a_change_recorded_in_the_pool_reaches_the_running_pod(env: Env) -> None:
+    # What a ControllerModifyVolume on the local provider will record; the node plugin converges to it
+    # on its own (every few seconds) without a call to the node and without detaching anything.
+    pub = Published(env, Case("gp3 to io2", {"type": "gp3"}, 4))
+    try:
+        assert HIERARCHY is not None
+        dev = iothrottle.device_number(str(pub.target))
+        assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == iothrottle.IoLimits(3000, 125 * MiB)
+        pool = Pool(env.pool)
+        rec = pool.volumes.get(pub.volume_id)
+        assert rec is not None
+        pool.volumes.put(pub.volume_id, {**rec, "params": {**rec["params"], "type": "io2", "iops": "2000"}})
+        want = iothrottle.IoLimits(2000, 500 * MiB)  # io2: 2000 IOPS x 256 KiB
+        deadline = time.monotonic() + 3 * IO_RECONCILE_SECONDS
+        while iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) != want and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == want
+    finally:
+        pub.close()

@@ -292,6 +292,22 @@ def update_device(device: str, limits: IoLimits, *, what: str = "", h: Hierarchy
     return changed
 
 
+def converge(device: str, limits: IoLimits, *, what: str = "", h: Hierarchy | None = None) -> list[Path]:
+    """Like :func:`update_device`, but writes only where the limits differ: cheap enough to run in a loop."""
+    h = h if h is not None else detect()
+    if h is None:
+        return []
+    dev = device_number(device)
+    changed = []
+    for cgroup in cgroups_limiting(h, dev):
+        if read_limits(h, cgroup, dev) != limits:
+            set_limits(h, cgroup, dev, limits)
+            changed.append(cgroup)
+    if changed:
+        log.info("%s: limits of %s changed to %s in %d cgroup(s)", what or device, device, limits.text(), len(changed))
+    return changed
+
+
 def spread_down(device: str, *, h: Hierarchy | None = None) -> list[Path]:
     """cgroup v1: give the cgroups made below a limited one since (containers started after publish) its limits.
 

@@ -556,7 +556,15 @@ class LocalBlockNode:
             return []
         return performance.refresh(rec, device, self.enforce_performance)
 
-    def spread_io_limits(self) -> int:
-        """cgroup v1: carry each attached volume's limits to cgroups made below its pods since publish."""
+    def reconcile_io_limits(self) -> int:
+        """Every attached volume's limits back in line with its record (and, on cgroup v1, its pods' new cgroups)."""
         prefix = str(self.pool.images) + "/"
-        return sum(len(performance.spread(d.path)) for d in loop.list_all() if d.backing_file.startswith(prefix))
+        changed = 0
+        for device in loop.list_all():
+            if not device.backing_file.startswith(prefix) or device.deleted:
+                continue
+            volume_id = device.backing_file[len(prefix):].removesuffix(".img")
+            rec = self.pool.volumes.get(volume_id) if ids.is_volume_id(volume_id) else None
+            if rec is not None:
+                changed += len(performance.reconcile(rec, device.path, self.enforce_performance))
+        return changed

@@ -59,6 +59,18 @@ def refresh(rec: dict[str, Any], device: str, default: bool) -> list[str]:
     return [str(p) for p in iothrottle.update_device(device, limits, what=f"volume {rec['id']} ({perf.basis})")]
 
 
-def spread(device: str) -> list[str]:
-    """cgroup v1 only: limits of ``device`` onto cgroups created below its pods' cgroups since publish."""
-    return [str(p) for p in iothrottle.spread_down(device)]
+def reconcile(rec: dict[str, Any], device: str, default: bool) -> list[str]:
+    """Bring ``device``'s limits in line with its record where they are set, then (v1) onto cgroups made since.
+
+    The node plugin runs this every few seconds, so a change recorded by the controller (a resize,
+    a modification of type or performance) reaches running pods without a call to the node.
+    """
+    if not enforced(rec, default):
+        return []
+    try:
+        limits, perf = limits_of(rec)
+    except ElastivolError:
+        return []  # said once at publish (limit_for_pod); nothing to converge to
+    what = f"volume {rec['id']} ({perf.basis})"
+    changed = iothrottle.converge(device, limits, what=what) + iothrottle.spread_down(device)
+    return [str(p) for p in changed]
