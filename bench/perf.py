@@ -130,7 +130,7 @@ class Published:
         ctl.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
             volume_id=self.volume_id, node_id=NODE), timeout=60)
         ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=self.volume_id), timeout=60)
-        iothrottle.remove_cgroup(self.cgroup)
+        iothrottle.remove_cgroup(self.cgroup, parent_if_empty=True)
 
     def measure(self, seconds: float) -> tuple[float, float]:
         """(random 4 KiB read IOPS, sequential 1 MiB read MiB/s) from inside the pod's cgroup."""

@@ -211,7 +211,7 @@ class Kubelet(Loop):
             return
         cgroup = hierarchy.root / LAB_CGROUP_PARENT / f"pod{uid}"
         try:
-            iothrottle.remove_cgroup(cgroup)
+            iothrottle.remove_cgroup(cgroup, parent_if_empty=True)
         except OSError as exc:  # a straggler process: the cgroup is only a few empty files
             print(f"lab: cannot remove cgroup {cgroup}: {exc.strerror}", file=sys.stderr)
 

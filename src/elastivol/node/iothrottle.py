@@ -350,12 +350,19 @@ def join(cgroup: Path, pid: int = 0) -> None:
     _write(cgroup / "cgroup.procs", f"{pid or os.getpid()}\n")
 
 
-def remove_cgroup(cgroup: Path) -> None:
-    """Remove ``cgroup`` and the empty cgroups below it (deepest first); a missing one is fine."""
-    if not cgroup.is_dir():
-        return
-    for d in sorted(_walk(cgroup, 64), key=lambda p: -len(p.parts)):
+def remove_cgroup(cgroup: Path, *, parent_if_empty: bool = False) -> None:
+    """Remove ``cgroup`` and the empty cgroups below it (deepest first); a missing one is fine.
+
+    ``parent_if_empty``: also its parent (a grouping cgroup of ours) when no other child is left.
+    """
+    if cgroup.is_dir():
+        for d in sorted(_walk(cgroup, 64), key=lambda p: -len(p.parts)):
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                continue
+    if parent_if_empty:
         try:
-            d.rmdir()
-        except FileNotFoundError:
-            continue
+            cgroup.parent.rmdir()
+        except OSError:
+            pass  # another pod's cgroup is still there, or it is already gone

@@ -35,7 +35,7 @@ def pod() -> Iterator[tuple[str, Path]]:
     uid = str(uuid.uuid4())
     cgroup = iothrottle.make_cgroup(HIERARCHY, f"elastivol-test/pod{uid}")
     yield uid, cgroup
-    iothrottle.remove_cgroup(cgroup)
+    iothrottle.remove_cgroup(cgroup, parent_if_empty=True)
 
 
 def staged(host: Host, size: int = 1 << 30) -> tuple[str, Path]:
