@@ -21,6 +21,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "file": "bench.filevol",
     "aws": "bench.aws",
+    "perf": "bench.perf",
 }
 
 

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
 from elastivol.providers.local.pool import Pool
+from elastivol.providers.types import Health
 from elastivol.server import Services
+
+if TYPE_CHECKING:
+    from elastivol.providers.local.block import LocalBlockNode
 
 log = logging.getLogger("elastivol.app")
 
 DEFAULT_KUBELET_DIR = "/var/lib/kubelet"
+IO_RECONCILE_SECONDS = 5.0  # how soon a recorded performance change or a container's new cgroup (v1) is limited
 
 
 @dataclass
@@ -41,6 +48,7 @@ class ServeConfig:
     default_volume_size: int = 1 << 30
     allow_privileged_mount_options: bool = False
     force_unsafe_socket_dir: bool = False
+    enforce_performance: bool = True
 
     @property
     def controller(self) -> bool:
@@ -112,9 +120,10 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
 
     reconcile(pool, controller=config.controller, node=config.node)
     inflight = InFlight(pool.lock_dir)
-    services = Services(
-        identity=Identity(BLOCK_DRIVER_NAME, pool.health), inflight=inflight
-    )
+    health = pool.health
+    if config.node and config.enforce_performance:
+        health = _with_throttle_notice(pool.health)
+    services = Services(identity=Identity(BLOCK_DRIVER_NAME, health), inflight=inflight)
     if config.controller:
         provider = LocalBlockProvider(pool, config.served_zones(), max_volumes_per_node=config.max_volumes_per_node)
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
@@ -126,7 +135,7 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
                 "(NodeExpandVolume fails with FAILED_PRECONDITION); they grow at their next stage. "
                 "xfs volumes grow online regardless"
             )
-        node_provider = LocalBlockNode(pool, config.node_id)
+        node_provider = LocalBlockNode(pool, config.node_id, enforce_performance=config.enforce_performance)
         node_provider.register_node(config.node_id, config.zone, config.max_volumes_per_node)
         services.node = BlockNode(
             node_provider,
@@ -146,7 +155,42 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
                 )
 
         services.background.append(heartbeat)
+        if config.enforce_performance:
+            services.background.append(lambda: _reconcile_io_limits(node_provider))
     return services
+
+
+async def _reconcile_io_limits(node: LocalBlockNode) -> None:
+    """Keep the kernel's limits in line with the volumes' records: a performance change recorded by the
+    controller reaches running pods, and (cgroup v1, whose throttling is flat) containers that start in
+    new cgroups after NodePublishVolume limited their pod's get the limits too."""
+    from elastivol.node import iothrottle
+
+    if await asyncio.to_thread(iothrottle.detect) is None:
+        return  # said at start (Probe's notice)
+    while True:
+        try:
+            await asyncio.to_thread(node.reconcile_io_limits)
+        except Exception:  # a throttle that could not be reconciled must never take the server down
+            log.exception("could not reconcile volume I/O limits")
+        await asyncio.sleep(IO_RECONCILE_SECONDS)
+
+
+def _with_throttle_notice(health: Callable[[], Health]) -> Callable[[], Health]:
+    """Probe's notice (and one warning now) when volume performance cannot be enforced on this host."""
+    from elastivol.node import iothrottle
+
+    hierarchy = iothrottle.detect()
+    if hierarchy is not None:
+        log.info("volume performance is enforced with %s", hierarchy)
+        return health
+    log.warning(iothrottle.NO_CONTROLLER)
+
+    def noticed() -> Health:
+        h = health()
+        return replace(h, notice="; ".join(x for x in (h.notice, iothrottle.NO_CONTROLLER) if x)) if h.ready else h
+
+    return noticed
 
 
 async def _pool_gauges(pool: Pool, metrics: Metrics) -> None:

@@ -115,6 +115,10 @@ def _octal(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--allow-privileged-mount-options", is_flag=True, envvar="ELASTIVOL_ALLOW_PRIVILEGED_MOUNT_OPTIONS",
               help="Admit suid, dev and exec mount options.")
 @click.option("--force-unsafe-socket-dir", is_flag=True, help="Start even if the socket directory is world-writable.")
+@click.option("--enforce-performance/--no-enforce-performance", default=True, show_default=True,
+              envvar="ELASTIVOL_ENFORCE_PERFORMANCE",
+              help="Local block volumes: throttle each volume to its EBS type's IOPS and throughput (cgroup blkio "
+                   "or io.max) unless its StorageClass says enforcePerformance: \"false\".")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=25.0, show_default=True,
               envvar="ELASTIVOL_SHUTDOWN_GRACE",
               help="Seconds that SIGTERM leaves running calls and their work to finish (keep it below the "
@@ -136,6 +140,7 @@ def serve(**opts: Any) -> None:
         default_volume_size=opts["default_volume_size"],
         allow_privileged_mount_options=opts["allow_privileged_mount_options"],
         force_unsafe_socket_dir=opts["force_unsafe_socket_dir"],
+        enforce_performance=opts["enforce_performance"],
     )
     logs.setup(config.log_level, config.log_format)
     metrics = Metrics(driver_name(config.driver))

@@ -11,7 +11,7 @@ import click
 
 from elastivol import ids
 from elastivol.errors import ElastivolError
-from elastivol.node import mount
+from elastivol.node import iothrottle, mount
 from elastivol.providers.local.pool import Pool, PoolLoop
 from elastivol.recovery import Finding, Fix, apply, scan_loops, scan_pool
 
@@ -91,13 +91,22 @@ def forget_node(pool: Pool, node_id: str) -> list[str]:
     return done
 
 
+def scan_throttle() -> list[Finding]:
+    """No cgroup I/O controller: volumes cannot be held to their type's performance on this host."""
+    if iothrottle.detect() is not None:
+        return []
+    return [Finding("no-io-controller", "/sys/fs/cgroup", iothrottle.NO_CONTROLLER,
+                    "mount the blkio (cgroup v1) or io (cgroup v2) controller, or serve with --no-enforce-performance")]
+
+
 def inspect(pool: Pool, roots: list[str], node_timeout: float) -> list[Finding]:
     with pool.quiesced() as alone:
         findings = scan_pool(pool) if alone else []
     if not alone:
         findings.append(Finding("pool-busy", str(pool.directory), "another process is changing the pool",
                                 "run doctor again in a moment"))
-    return findings + scan_loops(pool) + scan_mounts(pool, roots) + scan_nodes(pool, node_timeout)
+    return (findings + scan_loops(pool) + scan_mounts(pool, roots) + scan_nodes(pool, node_timeout)
+            + scan_throttle())
 
 
 def _show(findings: list[Finding], as_json: bool) -> None:

@@ -252,7 +252,9 @@ def test_csidrivers_match_the_plugins(rendered: Render, scenario: Scenario) -> N
         spec = drivers[elastivol.BLOCK_DRIVER_NAME]
         assert spec["attachRequired"] is True
         assert spec["fsGroupPolicy"] == "File"
-        assert spec["podInfoOnMount"] is False
+        # The local node plugin throttles a volume in its pod's cgroup: it needs the pod's uid.
+        enforce = local and scenario.value("local", "enforcePerformance") is not False
+        assert spec["podInfoOnMount"] is enforce
         assert spec["storageCapacity"] is local
     if "file" in enabled:
         spec = drivers[elastivol.FILE_DRIVER_NAME]
@@ -620,3 +622,25 @@ def test_chart_refuses_what_cannot_work(helm: Path) -> None:
     assert "at least one driver" in render_error(helm, {"drivers": {"block": {"enabled": False}}})
     msg = render_error(helm, {"provider": "aws", "aws": {"zones": ["us-east-1a"]}, "drivers": {"file": {"enabled": True}}})
     assert "fileSystemId" in msg
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+def test_local_block_performance_enforcement_is_a_chart_value(rendered: Render, enforce: bool) -> None:
+    from elastivol.cli import main
+
+    serve = main.commands["serve"]
+    assert isinstance(serve, click.Command)
+    docs = rendered(Scenario(f"local-enforce-{enforce}", {
+        "provider": "local", "drivers": {"file": {"enabled": True}}, "local": {"enforcePerformance": enforce}}))
+    block_driver = next(d for d in of_kind(docs, "CSIDriver") if d["metadata"]["name"] == DRIVER_NAMES["block"])
+    assert block_driver["spec"]["podInfoOnMount"] is enforce
+    for workload, container in _plugin_containers(docs):
+        with serve.make_context("serve", list(container["args"]), resilient_parsing=False) as ctx:
+            params = ctx.params
+        block = params["driver"] == "block"
+        # Only the block node plugin throttles: it gets the flag and the host's cgroups.
+        assert params["enforce_performance"] is (enforce if block else True)
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert ("/sys/fs/cgroup" in mounts) is (enforce and block), workload["metadata"]["name"]
+        host_paths = {v["hostPath"]["path"] for v in workload["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
+        assert ("/sys/fs/cgroup" in host_paths) is (enforce and block)

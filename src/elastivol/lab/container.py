@@ -33,6 +33,11 @@ def _check(result: int, what: str) -> None:
 
 
 def setup(spec: dict[str, object]) -> None:
+    cgroup = str(spec.get("cgroup") or "")
+    if cgroup:
+        # The pod's cgroup, where the node plugin put its volumes' I/O limits; the command inherits it.
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
+            fh.write(f"{os.getpid()}\n")
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
     # Slave, not private: unmounts on the host (a volume unstaged for another pod) reach this
     # namespace too, so it never pins a loop device it does not use; its own binds stay here.

@@ -77,6 +77,11 @@ class Context:
         # As the CSIDriver objects of the Helm chart say: block attaches, file does not.
         return driver == BLOCK_DRIVER_NAME
 
+    @staticmethod
+    def pod_info_on_mount(driver: str) -> bool:
+        # The chart's block CSIDriver has podInfoOnMount: true (the node plugin throttles the pod's cgroup).
+        return driver == BLOCK_DRIVER_NAME
+
     def event(self, obj: Obj, type_: str, reason: str, message: str, component: str) -> None:
         """Record an event, repeating an identical one at most every 15 s (as controllers resync)."""
         k = (str(obj["metadata"].get("uid")), reason, message)

@@ -56,6 +56,7 @@ EXT4_BIGALLOC = "ext4BigAlloc"
 EXT4_CLUSTER_SIZE = "ext4ClusterSize"
 PREALLOCATE = "preallocate"
 MULTI_ATTACH = "multiAttach"
+ENFORCE_PERFORMANCE = "enforcePerformance"  # elastivol's own: throttle a local volume to its type
 TAG_PREFIX = "tagSpecification_"
 CSI_PREFIX = "csi.storage.k8s.io/"
 FS_TYPE_KEY = "csi.storage.k8s.io/fstype"
@@ -68,7 +69,7 @@ LEGACY_FS_TYPE_KEY = "fsType"
 MKFS_KEYS = (BLOCK_SIZE, INODE_SIZE, BYTES_PER_INODE, NUMBER_OF_INODES, EXT4_BIGALLOC, EXT4_CLUSTER_SIZE)
 ACCEPTED_KEYS = (
     TYPE, IOPS, IOPS_PER_GB, ALLOW_AUTO_IOPS, THROUGHPUT, ENCRYPTED, KMS_KEY_ID,
-    *MKFS_KEYS, PREALLOCATE, MULTI_ATTACH,
+    *MKFS_KEYS, PREALLOCATE, MULTI_ATTACH, ENFORCE_PERFORMANCE,
     FS_TYPE_KEY, PVC_NAME_KEY, PVC_NAMESPACE_KEY, PV_NAME_KEY,
 )
 _CANONICAL = {k.lower(): k for k in (*ACCEPTED_KEYS, LEGACY_FS_TYPE_KEY)}
@@ -156,6 +157,8 @@ class BlockParameters:
     pvc_name: str | None = None
     pvc_namespace: str | None = None
     pv_name: str | None = None
+    # None: the node plugin's default (--enforce-performance) decides.
+    enforce_performance: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,7 @@ def parse_block_parameters(raw: Mapping[str, str]) -> BlockParameters:
         pvc_name=values.get(PVC_NAME_KEY),
         pvc_namespace=values.get(PVC_NAMESPACE_KEY),
         pv_name=values.get(PV_NAME_KEY),
+        enforce_performance=opt_bool(ENFORCE_PERFORMANCE),
     )
 
 
@@ -567,6 +571,54 @@ def recompute_for_resize(params: BlockParameters, new_size_gib: int) -> Performa
     return resolve_performance(replace(params, allow_auto_iops_per_gb_increase=True), new_size_gib)
 
 
+# -- what a volume of each type delivers --------------------------------------------------------
+# The EBS model a local volume is throttled to. Baseline figures throughout: a local volume keeps
+# no burst-credit bucket, so it gets what an EBS volume of its type sustains once credits are spent.
+SSD_IO_MIB = 0.25  # EBS counts SSD I/O in units of up to 256 KiB: throughput <= IOPS x 256 KiB
+GP2_IOPS_PER_GIB = 3
+GP2_IOPS_RANGE = (100, 16000)
+GP2_FULL_THROUGHPUT_GIB = 334  # from this size gp2 delivers 250 MiB/s without credits; below, 128
+GP2_THROUGHPUT = (128, 250)
+PIOPS_MAX_THROUGHPUT = {VolumeType.IO1: 1000, VolumeType.IO2: 4000}
+# Baseline MiB/s per TiB, MiB/s cap, and the documented IOPS maximum (of 1 MiB I/O). EBS charges a small
+# random I/O on HDD as a whole MiB; the kernel's throttle cannot, so small I/O gets the IOPS maximum.
+HDD_PERFORMANCE = {VolumeType.ST1: (40, 500, 500), VolumeType.SC1: (12, 250, 250)}
+STANDARD_PERFORMANCE = (100, 40)  # magnetic: about 100 IOPS, 40-90 MiB/s; the low end
+
+
+@dataclass(frozen=True)
+class TypePerformance:
+    """The rate a volume of its type and size delivers: IOPS and MiB/s, each read or write."""
+
+    iops: int
+    throughput_mibs: float
+    basis: str  # how the figures were derived, for logs and the benchmark table
+
+
+def type_performance(params: BlockParameters, size_gib: int) -> TypePerformance:
+    """The EBS figures for ``params``' type at ``size_gib`` (provisioned types via :func:`resolve_performance`)."""
+    vtype = params.volume_type
+    if vtype is VolumeType.GP2:
+        low, high = GP2_IOPS_RANGE
+        iops = min(max(GP2_IOPS_PER_GIB * size_gib, low), high)
+        cap = GP2_THROUGHPUT[1] if size_gib >= GP2_FULL_THROUGHPUT_GIB else GP2_THROUGHPUT[0]
+        return TypePerformance(iops, min(iops * SSD_IO_MIB, cap), f"gp2 {size_gib} GiB: 3 IOPS/GiB in {low}-{high}")
+    if vtype in HDD_PERFORMANCE:
+        per_tib, cap, iops = HDD_PERFORMANCE[vtype]
+        mibs = min(per_tib * size_gib / 1024, cap)
+        return TypePerformance(iops, mibs, f"{vtype} {size_gib} GiB: baseline {per_tib} MiB/s per TiB, {iops} IOPS max")
+    if vtype is VolumeType.STANDARD:
+        iops, mibs = STANDARD_PERFORMANCE
+        return TypePerformance(iops, float(mibs), "standard (magnetic): about 100 IOPS")
+    perf = resolve_performance(replace(params, allow_auto_iops_per_gb_increase=True), size_gib)
+    iops = perf.iops or GP3_DEFAULT_IOPS
+    if vtype is VolumeType.GP3:
+        throughput = perf.throughput or GP3_DEFAULT_THROUGHPUT
+        return TypePerformance(iops, float(throughput), f"gp3: {iops} IOPS, {throughput} MiB/s provisioned")
+    mibs = min(iops * SSD_IO_MIB, PIOPS_MAX_THROUGHPUT[vtype])
+    return TypePerformance(iops, mibs, f"{vtype}: {iops} IOPS provisioned, 256 KiB per I/O")
+
+
 # -- mkfs ---------------------------------------------------------------------------------------
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
@@ -697,6 +749,8 @@ def to_record(params: BlockParameters) -> dict[str, str]:
         MULTI_ATTACH: params.multi_attach,
     }
     out.update({k: _bool_text(v) for k, v in flags.items() if v})
+    if params.enforce_performance is not None:
+        out[ENFORCE_PERFORMANCE] = _bool_text(params.enforce_performance)
     for i, (tag_key, tag_value) in enumerate(sorted(params.tags.items()), start=1):
         out[f"{TAG_PREFIX}{i}"] = f"{tag_key}={tag_value}"
     return dict(sorted(out.items()))

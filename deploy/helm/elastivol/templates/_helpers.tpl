@@ -157,6 +157,9 @@ Input: dict root, driver, mode (controller | node | all), endpoint, zone (node a
 {{- if eq $v.provider "local" }}
 - --pool={{ $v.local.poolPath }}
 - --overcommit-ratio={{ $v.local.overcommitRatio }}
+{{- if and (eq .driver "block") (ne .mode "controller") }}
+- {{ ternary "--enforce-performance" "--no-enforce-performance" (eq (toString $v.local.enforcePerformance) "true") }}
+{{- end }}
 {{- end }}
 {{- if ne .mode "node" }}
 {{- with $v.clusterId }}

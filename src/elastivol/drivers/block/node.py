@@ -30,6 +30,8 @@ from elastivol.providers.block import BlockNodeProvider
 from elastivol.providers.types import AccessMode, VolumeMode
 
 _NODE_RPC = csi_pb2.NodeServiceCapability.RPC
+# Set by kubelet when the CSIDriver has podInfoOnMount: true; the pod whose cgroup gets the limits.
+POD_UID_KEY = "csi.storage.k8s.io/pod.uid"
 NODE_CAPABILITIES = (
     _NODE_RPC.STAGE_UNSTAGE_VOLUME,
     _NODE_RPC.GET_VOLUME_STATS,
@@ -144,9 +146,14 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
             )
         options = self._mount_options(cap) if cap.volume_mode is VolumeMode.FILESYSTEM else ()
         readonly = request.readonly or cap.mode.read_only
+        pod_uid = request.volume_context.get(POD_UID_KEY, "")
         await in_thread(self._known_volume, request.volume_id)
 
         def publish() -> None:
+            bind()
+            self.provider.limit_io(request.volume_id, pod_uid)
+
+        def bind() -> None:
             if cap.volume_mode is VolumeMode.BLOCK:
                 device = self.provider.find_device(request.volume_id)
                 if device is None:
@@ -266,6 +273,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         def expand() -> int:
             info = self._mount_of(request.volume_id, path)
             size = self.provider.refresh_device(request.volume_id)
+            self.provider.update_io_limits(request.volume_id)  # gp2, st1 and sc1 perform by size
             if not os.path.isdir(path):
                 return size  # raw block: the device is the volume, nothing to grow on it
             device = self.provider.find_device(request.volume_id)

@@ -128,3 +128,10 @@ class EbsNodeProvider:
         if device is None:
             raise NotFound(f"volume {volume_id} has no block device on this node")
         return hostfs.device_size(device)
+
+    # EBS enforces each volume's IOPS and throughput itself: nothing to throttle on the node.
+    def limit_io(self, volume_id: str, pod_uid: str) -> None:
+        return None
+
+    def update_io_limits(self, volume_id: str) -> list[str]:
+        return []

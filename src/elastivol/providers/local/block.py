@@ -26,6 +26,7 @@ from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.params.block import parse_block_parameters, same_request, to_record
 from elastivol.providers.block import Volume, VolumeSpec
+from elastivol.providers.local import performance
 from elastivol.providers.local.pool import ATTACH_LOCK, SPACE_LOCK, Pool
 from elastivol.providers.types import (
     Attachment,
@@ -530,9 +531,10 @@ class LocalBlockProvider:
 class LocalBlockNode:
     """Node side of the local block provider: loop devices over the pool's images."""
 
-    def __init__(self, pool: Pool, node_id: str) -> None:
+    def __init__(self, pool: Pool, node_id: str, *, enforce_performance: bool = True) -> None:
         self.pool = pool
         self.node_id = node_id
+        self.enforce_performance = enforce_performance
 
     def register_node(self, node_id: str, zone: str, max_volumes: int) -> None:
         self.pool.nodes.put(
@@ -586,3 +588,32 @@ class LocalBlockNode:
         if device is None:
             raise FailedPrecondition(f"volume {volume_id} is not attached on node {self.node_id}; stage it first")
         return loop.refresh_capacity(device)
+
+    # -- performance (providers/local/performance.py) -------------------------------------------
+    def limit_io(self, volume_id: str, pod_uid: str) -> None:
+        """Throttle the volume's device to its type's performance for pod ``pod_uid`` (logged if impossible)."""
+        rec = self.pool.volumes.get(volume_id) if ids.is_volume_id(volume_id) else None
+        device = self.find_device(volume_id)
+        if rec is not None and device is not None:
+            performance.limit_for_pod(rec, device, pod_uid, self.enforce_performance)
+
+    def update_io_limits(self, volume_id: str) -> list[str]:
+        """Re-apply the volume's limits from its record where they are set (after a resize or a modification)."""
+        rec = self.pool.volumes.get(volume_id) if ids.is_volume_id(volume_id) else None
+        device = self.find_device(volume_id)
+        if rec is None or device is None:
+            return []
+        return performance.refresh(rec, device, self.enforce_performance)
+
+    def reconcile_io_limits(self) -> int:
+        """Every attached volume's limits back in line with its record (and, on cgroup v1, its pods' new cgroups)."""
+        prefix = str(self.pool.images) + "/"
+        changed = 0
+        for device in loop.list_all():
+            if not device.backing_file.startswith(prefix) or device.deleted:
+                continue
+            volume_id = device.backing_file[len(prefix):].removesuffix(".img")
+            rec = self.pool.volumes.get(volume_id) if ids.is_volume_id(volume_id) else None
+            if rec is not None:
+                changed += len(performance.reconcile(rec, device.path, self.enforce_performance))
+        return changed
