@@ -91,12 +91,27 @@ def _check_lengths(path: str, field: str) -> None:
 
 def _check_not_inside_a_mount(resolved: str, base: str, field: str) -> None:
     inner = base.rstrip("/") + "/"
-    for m in mount.mounts():
-        if m.target.startswith(inner) and resolved.startswith(m.target + "/"):
+    table = mount.mounts()
+    by_id = {m.mount_id: m for m in table}
+    for m in table:
+        if m.target.startswith(inner) and resolved.startswith(m.target + "/") and not _bound_in_place(m, by_id):
             raise FailedPrecondition(
                 f"{field} {resolved} is inside {m.target}, where a volume is mounted: a mount there would "
                 "write into that volume and pin it; use a path outside it"
             )
+
+
+def _bound_in_place(m: mount.MountInfo, by_id: dict[int, mount.MountInfo]) -> bool:
+    """``m`` shows the very directory its parent mount shows at that path (a kubelet directory
+    bound onto itself to make it shared, as pods and tests do): the host's own tree, not a volume.
+    A file volume is a bind too, but of another directory, so its root differs."""
+    parent = by_id.get(m.parent_id)
+    if parent is None or parent.major_minor != m.major_minor:
+        return False
+    below = os.path.relpath(m.target, parent.target)
+    if below.startswith(".."):
+        return False
+    return os.path.normpath(os.path.join(parent.root, below)) == os.path.normpath(m.root)
 
 
 def _check_parents(resolved: str, base: str, field: str) -> None:

@@ -113,3 +113,28 @@ def test_messages_name_the_field(tree: Path) -> None:
     for bad in ("", "rel", "/a\0b", str(tree / "outside" / "x")):
         with pytest.raises(InvalidArgument, match=r"^volume_path"):
             guard.check(bad, field="volume_path")
+
+
+def test_new_mount_refused_inside_a_volume_bind_but_not_inside_a_bind_in_place(tree: Path) -> None:
+    """A file volume is a bind of another directory of the same filesystem: a mount inside it is
+    refused. A directory bound onto itself (the shared kubelet dir of a pod) is the host's tree."""
+    from elastivol.errors import FailedPrecondition
+    from elastivol.node import mount
+
+    root = tree / "root"
+    in_place, volume, data = root / "kubelet", root / "pods" / "vol", tree / "outside" / "data"
+    for d in (in_place, volume, data):
+        d.mkdir(parents=True, exist_ok=True)
+    guard = PathGuard([str(root)])
+    mount.bind(str(in_place), str(in_place))
+    try:
+        assert guard.check(str(in_place / "staging" / "v"), new_mount=True) == in_place / "staging" / "v"
+        mount.bind(str(data), str(volume))
+        try:
+            with pytest.raises(FailedPrecondition) as info:
+                guard.check(str(volume / "nested"), field="target_path", new_mount=True)
+            assert "target_path" in str(info.value) and str(volume) in str(info.value)
+        finally:
+            mount.unmount(str(volume))
+    finally:
+        mount.unmount(str(in_place))
