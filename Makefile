@@ -39,6 +39,7 @@ test: deps venv
 lint: venv
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 
 proto: venv
 	$(PY) scripts/gen_proto.py

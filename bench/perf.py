@@ -29,7 +29,7 @@ from elastivol.node import iothrottle
 from elastivol.params.block import parse_block_parameters, type_performance
 from elastivol.providers.local.block import LocalBlockNode
 from elastivol.providers.local.pool import Pool
-from elastivol.providers.types import GiB, MiB
+from elastivol.units import GiB, MiB
 
 CGROUP_PARENT = "elastivol-bench"
 TOLERANCE = 0.10  # measured within +-10 % of the limit

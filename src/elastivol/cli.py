@@ -126,7 +126,8 @@ def _octal(ctx: click.Context, param: click.Parameter, value: str) -> int:
 def serve(**opts: Any) -> None:
     """Serve a CSI driver on a unix socket until SIGTERM."""
     from elastivol import logs
-    from elastivol.app import ServeConfig, build, driver_name
+    from elastivol.app import build, driver_name
+    from elastivol.config import ServeConfig
     from elastivol.metrics import Metrics
     from elastivol.server import serve as run_server
 

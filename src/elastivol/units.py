@@ -6,6 +6,9 @@ import re
 
 from elastivol.errors import InvalidArgument
 
+GiB = 1 << 30
+MiB = 1 << 20
+
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,

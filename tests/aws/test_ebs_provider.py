@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from elastivol.domain import ContentSource, VolumeMode
 from elastivol.errors import (
     AlreadyExists,
     Exhausted,
@@ -23,7 +24,7 @@ from elastivol.providers.aws.ebs import EbsProvider
 from elastivol.providers.aws.ebs_model import CLONE_SOURCE_TAG, CLUSTER_TAG, NAME_TAG
 from elastivol.providers.aws.faults import FaultConfig
 from elastivol.providers.block import VolumeSpec
-from elastivol.providers.types import ContentSource, GiB, VolumeMode
+from elastivol.units import GiB
 from tests.aws.support import ZONE_A, ZONE_B, Moto, make_clients
 
 Instance = Callable[..., str]

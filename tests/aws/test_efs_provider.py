@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from elastivol.domain import AccessPointSpec
 from elastivol.errors import AlreadyExists, Exhausted, InvalidArgument, PermissionDenied
 from elastivol.params.file import access_point_spec, parse_file_parameters
 from elastivol.providers.aws.efs import CAPACITY_TAG, EfsProvider
 from elastivol.providers.aws.faults import FaultConfig
 from elastivol.providers.aws.mounter import MountRequest, RecordingMounter
-from elastivol.providers.file import AccessPointSpec
 from tests.aws.support import Moto, make_clients
 
 PVC = {"csi.storage.k8s.io/pvc/name": "logs", "csi.storage.k8s.io/pvc/namespace": "airflow",

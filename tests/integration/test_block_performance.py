@@ -15,11 +15,11 @@ import pytest
 
 from bench.env import Env, served_pool
 from bench.perf import Case, Published, expected, limits_for
-from elastivol.app import IO_RECONCILE_SECONDS
+from elastivol.assembly.local_block import IO_RECONCILE_SECONDS
 from elastivol.csi import csi_pb2
 from elastivol.node import iothrottle
 from elastivol.providers.local.pool import Pool
-from elastivol.providers.types import GiB, MiB
+from elastivol.units import GiB, MiB
 
 HIERARCHY = iothrottle.detect()
 pytestmark = [

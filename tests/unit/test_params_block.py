@@ -23,7 +23,7 @@ from elastivol.params.block import (
     size_limits_gib,
     to_record,
 )
-from elastivol.providers.types import GiB
+from elastivol.units import GiB
 
 SEED_1 = {"type": "gp3", "allowAutoIOPSPerGBIncrease": "true", "encrypted": "true"}
 SEED_2 = {"csi.storage.k8s.io/fstype": "xfs", "type": "gp3", "iopsPerGB": "50", "encrypted": "true"}

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from elastivol.csi import csi_pb2
+from elastivol.domain import K8S_ZONE_KEY, ZONE_KEY, AccessMode, VolumeMode
 from elastivol.errors import Aborted, Exhausted, InvalidArgument, NotFound
 from elastivol.node.paths import PathGuard
-from elastivol.providers.types import K8S_ZONE_KEY, ZONE_KEY, AccessMode, VolumeMode
 
 T = TypeVar("T")
 

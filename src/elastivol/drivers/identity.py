@@ -10,8 +10,8 @@ from google.protobuf.wrappers_pb2 import BoolValue
 
 from elastivol import __version__
 from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.domain import Health
 from elastivol.drivers.common import in_thread
-from elastivol.providers.types import Health
 
 log = logging.getLogger("elastivol.identity")
 

@@ -8,10 +8,10 @@ import grpc
 
 from elastivol import ids
 from elastivol.csi import csi_pb2
+from elastivol.domain import Snapshot
 from elastivol.drivers.common import in_thread, paginate, require_text
 from elastivol.errors import NotFound
 from elastivol.locks import InFlight
-from elastivol.providers.types import Snapshot
 
 
 class SnapshotStore(Protocol):

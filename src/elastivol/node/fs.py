@@ -19,14 +19,15 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from elastivol.domain import EXT_FS_TYPES, VOLUME_FS_TYPES
 from elastivol.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, Unimplemented
 from elastivol.node import _sys, loop
 from elastivol.node.run import HostCommandError, run
 
 log = logging.getLogger("elastivol.node.fs")
 
-EXT_TYPES = ("ext2", "ext3", "ext4")
-MAKE_TYPES = (*EXT_TYPES, "xfs", "btrfs")
+EXT_TYPES = EXT_FS_TYPES
+MAKE_TYPES = (*VOLUME_FS_TYPES, "btrfs")  # btrfs: a pool's own filesystem (`pool init --fs btrfs`)
 _MKFS_TIMEOUT = 600.0
 _GROW_TIMEOUT = 600.0
 

@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 
+from elastivol.domain import VOLUME_FS_TYPES
 from elastivol.errors import InvalidArgument, InvalidParameter, OutOfRange
-from elastivol.providers.types import GiB
+from elastivol.units import GiB
 
 
 class VolumeType(StrEnum):
@@ -76,8 +77,7 @@ _CANONICAL = {k.lower(): k for k in (*ACCEPTED_KEYS, LEGACY_FS_TYPE_KEY)}
 _TAG_KEY = re.compile(r"tagspecification_([0-9]{1,9})", re.IGNORECASE)  # int() of a longer index could fail
 _ACCEPTED_TEXT = ", ".join((*ACCEPTED_KEYS, f"{TAG_PREFIX}<N>", f"other {CSI_PREFIX}* keys"))
 
-FS_TYPES = ("ext2", "ext3", "ext4", "xfs")
-EXT_FS_TYPES = ("ext2", "ext3", "ext4")
+FS_TYPES = VOLUME_FS_TYPES
 
 # -- limits (EC2 volume types) ------------------------------------------------------------------
 _SIZE_LIMITS_GIB: dict[VolumeType, tuple[int, int]] = {

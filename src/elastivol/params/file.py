@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from elastivol import ids
+from elastivol.domain import AccessPointSpec
 from elastivol.errors import InvalidArgument, InvalidParameter
-from elastivol.providers.file import AccessPointSpec
 
 # -- keys ---------------------------------------------------------------------------------------
 PROVISIONING_MODE = "provisioningMode"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from elastivol.params.block import BlockParameters
-from elastivol.providers.types import (
+from elastivol.domain import (
     Attachment,
     Capacity,
     ContentSource,
@@ -14,6 +13,7 @@ from elastivol.providers.types import (
     Snapshot,
     VolumeMode,
 )
+from elastivol.params.block import BlockParameters
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from elastivol.providers.types import Health, Snapshot
+from elastivol.domain import AccessPointSpec, Health, Snapshot
 
 
 @dataclass(frozen=True)
@@ -16,29 +16,6 @@ class FileSystem:
     reflink: bool = False  # copy-on-write copies possible (snapshots)
     quotas: str = "none"  # "btrfs-qgroup" when per-directory capacity can be enforced
     created_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class AccessPointSpec:
-    """A validated request for an access point. ``directory`` is final (basePath, pattern, suffix applied)."""
-
-    name: str  # the CSI volume name: idempotency key
-    fs_id: str
-    directory: str  # absolute within the file system, e.g. "/dynamic_provisioning/pvc-1234"
-    uid: int | None
-    gid: int | None  # None: allocate from gid_range, race-free
-    gid_range: tuple[int, int]
-    perms: int  # e.g. 0o700
-    capacity_bytes: int
-    enforce_capacity: bool = False
-    reuse: bool = False  # reuseAccessPoint: same name gets the existing one back
-    delete_root_dir: bool = False
-    tags: dict[str, str] = field(default_factory=dict)
-    source_snapshot_id: str = ""
-    # reuseAccessPoint: what an existing access point is matched on (a hash of the PVC's name).
-    reuse_key: str = ""
-    # The StorageClass basePath, so a reused access point can be checked to lie under it.
-    base_path: str = "/"
 
 
 @dataclass(frozen=True)

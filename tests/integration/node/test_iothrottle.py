@@ -18,7 +18,7 @@ import pytest
 
 from bench.perf import fio, in_cgroup
 from elastivol.node import iothrottle, loop, volume
-from elastivol.providers.types import MiB
+from elastivol.units import MiB
 
 from .conftest import Host
 

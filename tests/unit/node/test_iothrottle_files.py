@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from elastivol import app, doctor
+from elastivol import doctor
+from elastivol.assembly import local_block
+from elastivol.domain import Health
 from elastivol.node import iothrottle
-from elastivol.providers.types import Health
 
 V1_LINE = "35 28 0:30 / /sys/fs/cgroup/blkio rw,nosuid - cgroup cgroup rw,blkio\n"
 V2_LINE = "40 28 0:35 / {point} rw,nosuid - cgroup2 cgroup2 rw\n"
@@ -78,7 +79,7 @@ def test_no_controller_is_said_in_the_log_probe_and_doctor(monkeypatch: pytest.M
                                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(iothrottle, "detect", lambda mountinfo=iothrottle.MOUNTINFO: None)
     with caplog.at_level(logging.WARNING):
-        health = app._with_throttle_notice(lambda: Health(True, notice="no reflink"))
+        health = local_block._with_throttle_notice(lambda: Health(True, notice="no reflink"))
         placement = iothrottle.limit_device("/dev/null", iothrottle.IoLimits(100), pod_uid="u", what="volume v")
     assert "no cgroup I/O controller found" in caplog.text
     assert health().notice.startswith("no reflink; no cgroup I/O controller found")

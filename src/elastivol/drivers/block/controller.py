@@ -7,6 +7,8 @@ from google.protobuf.wrappers_pb2 import Int64Value
 
 from elastivol import ids
 from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.domain import ContentSource, VolumeMode
+from elastivol.drivers.block.capability import check_block_capability, check_fs_type
 from elastivol.drivers.common import (
     Capability,
     capabilities,
@@ -23,7 +25,7 @@ from elastivol.drivers.snapshots import SnapshotRpcs, snapshot_message
 from elastivol.errors import Exhausted, InvalidArgument, NotFound, OutOfRange
 from elastivol.locks import InFlight
 from elastivol.params.block import (
-    BlockParameters,
+    MKFS_KEYS,
     mkfs_args,
     parse_block_parameters,
     recompute_for_resize,
@@ -32,12 +34,9 @@ from elastivol.params.block import (
     size_limits_gib,
 )
 from elastivol.providers.block import BlockProvider, Volume, VolumeSpec
-from elastivol.providers.types import AccessMode, ContentSource, GiB, VolumeMode
+from elastivol.units import GiB
 
-FS_TYPES = ("ext4", "xfs", "ext3")
 DEFAULT_FS_TYPE = "ext4"
-# Keys in volume_context that carry mkfs options from CreateVolume to NodeStageVolume.
-MKFS_CONTEXT_KEYS = ("blockSize", "inodeSize", "bytesPerInode", "numberOfInodes", "ext4BigAlloc", "ext4ClusterSize")
 SNAPSHOT_PARAM_PREFIXES = ("csi.storage.k8s.io/",)
 
 _RPC = csi_pb2.ControllerServiceCapability.RPC
@@ -58,32 +57,8 @@ CONTROLLER_CAPABILITIES = (
 )
 
 
-def unsupported_mode_message(cap: Capability) -> str:
-    # The wording EBS CSI users meet (seed 000), so that searches for it find the answer.
-    return (
-        f"Volume capabilities {cap.mode.name} not supported. Only AccessModes[ReadWriteOnce] supported."
-        if cap.volume_mode is VolumeMode.FILESYSTEM
-        else f"Volume capabilities {cap.mode.name} not supported for raw block volumes without "
-        'multiAttach: "true". Only AccessModes[ReadWriteOnce] supported.'
-    )
-
-
-def check_block_capability(cap: Capability, params: BlockParameters | None = None, multi_attach: bool = False) -> None:
-    if cap.mode.multi_node:
-        # EBS multi-attach: raw block only, opted in per StorageClass, many writers.
-        allowed = (
-            cap.volume_mode is VolumeMode.BLOCK
-            and cap.mode is AccessMode.MULTI_NODE_MULTI_WRITER
-            and (multi_attach or (params is not None and params.multi_attach))
-        )
-        if not allowed:
-            raise InvalidArgument(unsupported_mode_message(cap))
-    if cap.volume_mode is VolumeMode.FILESYSTEM and cap.fs_type and cap.fs_type not in FS_TYPES:
-        raise InvalidArgument(f"fs type {cap.fs_type!r} is not supported; choose one of {', '.join(FS_TYPES)}")
-
-
 def volume_message(volume: Volume, source: csi_pb2.VolumeContentSource | None = None) -> csi_pb2.Volume:
-    context = {k: v for k, v in volume.params.items() if k in MKFS_CONTEXT_KEYS}
+    context = {k: v for k, v in volume.params.items() if k in MKFS_KEYS}  # mkfs options ride to NodeStageVolume
     if volume.mode is VolumeMode.FILESYSTEM:
         context["fsType"] = volume.fs_type
     msg = csi_pb2.Volume(
@@ -149,8 +124,7 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             if len(asked) > 1:
                 raise InvalidArgument(f"conflicting fs types requested: {sorted(asked)}")
             fs_type = asked.pop() if asked else DEFAULT_FS_TYPE
-            if fs_type not in FS_TYPES:
-                raise InvalidArgument(f"fs type {fs_type!r} is not supported; choose one of {', '.join(FS_TYPES)}")
+            check_fs_type(fs_type)
         mkfs_args(params, fs_type or "ext4", volume_mode is VolumeMode.BLOCK)
         size = round_capacity(
             request.capacity_range.required_bytes,

@@ -8,7 +8,8 @@ import grpc
 
 from elastivol import ids
 from elastivol.csi import csi_pb2, csi_pb2_grpc
-from elastivol.drivers.block.controller import MKFS_CONTEXT_KEYS, check_block_capability
+from elastivol.domain import AccessMode, VolumeMode
+from elastivol.drivers.block.capability import check_block_capability
 from elastivol.drivers.common import (
     Capability,
     capability,
@@ -25,9 +26,8 @@ from elastivol.node import fs as hostfs
 from elastivol.node import mount as hostmount
 from elastivol.node import volume as hostvol
 from elastivol.node.paths import PathGuard
-from elastivol.params.block import mkfs_args, parse_block_parameters
+from elastivol.params.block import MKFS_KEYS, mkfs_args, parse_block_parameters
 from elastivol.providers.block import BlockNodeProvider
-from elastivol.providers.types import AccessMode, VolumeMode
 
 _NODE_RPC = csi_pb2.NodeServiceCapability.RPC
 # Set by kubelet when the CSIDriver has podInfoOnMount: true; the pod whose cgroup gets the limits.
@@ -85,7 +85,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         fs_type = cap.fs_type or volume_context.get("fsType") or "ext4"
         extra: list[str] = []
         if cap.volume_mode is VolumeMode.FILESYSTEM:
-            params = parse_block_parameters({k: v for k, v in volume_context.items() if k in MKFS_CONTEXT_KEYS})
+            params = parse_block_parameters({k: v for k, v in volume_context.items() if k in MKFS_KEYS})
             extra = mkfs_args(params, fs_type, False)
         await in_thread(self._known_volume, request.volume_id)
         publish_context = dict(request.publish_context)

@@ -13,7 +13,6 @@ import grpc
 from elastivol import ids
 from elastivol.csi import csi_pb2, csi_pb2_grpc
 from elastivol.drivers.common import (
-    Capability,
     capabilities,
     capability,
     in_thread,
@@ -21,6 +20,7 @@ from elastivol.drivers.common import (
     require,
     require_text,
 )
+from elastivol.drivers.file.capability import check_file_capability
 from elastivol.drivers.snapshots import SnapshotRpcs, snapshot_message
 from elastivol.errors import InvalidArgument, NotFound, OutOfRange, Unimplemented
 from elastivol.locks import InFlight
@@ -32,7 +32,7 @@ from elastivol.params.file import (
     parse_volume_handle,
 )
 from elastivol.providers.file import AccessPoint, FileProvider
-from elastivol.providers.types import GiB, VolumeMode
+from elastivol.units import GiB
 
 _RPC = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (
@@ -45,15 +45,6 @@ CONTROLLER_CAPABILITIES = (
     _RPC.VOLUME_CONDITION,
     _RPC.SINGLE_NODE_MULTI_WRITER,
 )
-
-
-def check_file_capability(cap: Capability) -> None:
-    """Every access mode works on a shared directory (ReadOnlyMany included); raw block does not."""
-    if cap.volume_mode is VolumeMode.BLOCK:
-        raise InvalidArgument(
-            "only filesystem volumes are supported: this driver shares directories, which cannot be raw "
-            "block devices; use volumeMode: Filesystem (or the block driver for raw block volumes)"
-        )
 
 
 def handle_or_not_found(volume_id: str, what: str = "volume") -> VolumeHandle:

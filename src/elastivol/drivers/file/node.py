@@ -8,6 +8,7 @@ from typing import Protocol
 import grpc
 
 from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.domain import AccessMode
 from elastivol.drivers.common import (
     Capability,
     capability,
@@ -18,14 +19,13 @@ from elastivol.drivers.common import (
     topology,
     volume_path,
 )
-from elastivol.drivers.file.controller import check_file_capability
+from elastivol.drivers.file.capability import check_file_capability
 from elastivol.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
 from elastivol.node import mount as hostmount
 from elastivol.node.paths import PathGuard
 from elastivol.params.file import VolumeHandle, parse_volume_handle
 from elastivol.providers.file import AccessPoint, FileNodeProvider, FileSystem, FileUsage
-from elastivol.providers.types import AccessMode
 
 _NODE_RPC = csi_pb2.NodeServiceCapability.RPC
 NODE_CAPABILITIES = (

@@ -18,6 +18,7 @@ from typing import Any
 from botocore import exceptions as bce
 
 from elastivol import crashpoints
+from elastivol.domain import Capacity, Health, Snapshot
 from elastivol.errors import (
     Aborted,
     AlreadyExists,
@@ -44,7 +45,7 @@ from elastivol.providers.aws.modify import ModifyCoalescer
 from elastivol.providers.aws.settings import AwsSettings
 from elastivol.providers.aws.waits import poll
 from elastivol.providers.block import Volume, VolumeSpec
-from elastivol.providers.types import Capacity, GiB, Health, Snapshot
+from elastivol.units import GiB
 
 log = logging.getLogger("elastivol.aws.ebs")
 

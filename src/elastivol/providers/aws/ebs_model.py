@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from elastivol.domain import Attachment, ContentSource, Snapshot, VolumeMode
 from elastivol.errors import InvalidArgument
 from elastivol.params.block import BlockParameters, Performance, VolumeType
 from elastivol.providers.block import Volume, VolumeSpec
-from elastivol.providers.types import Attachment, ContentSource, GiB, Snapshot, VolumeMode
+from elastivol.units import GiB
 
 NAME_TAG = "CSIVolumeName"
 SNAPSHOT_NAME_TAG = "CSIVolumeSnapshotName"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from elastivol import crashpoints
+from elastivol.domain import AccessPointSpec, Health, Snapshot
 from elastivol.errors import (
     AlreadyExists,
     ElastivolError,
@@ -41,8 +42,7 @@ from elastivol.providers.aws.gid import GidAllocator
 from elastivol.providers.aws.mounter import Mounter, MountRequest, remove_tree
 from elastivol.providers.aws.settings import AwsSettings
 from elastivol.providers.aws.waits import poll
-from elastivol.providers.file import AccessPoint, AccessPointSpec, FileSystem
-from elastivol.providers.types import Health, Snapshot
+from elastivol.providers.file import AccessPoint, FileSystem
 
 log = logging.getLogger("elastivol.aws.efs")
 

@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from elastivol import crashpoints, ids
+from elastivol.domain import (
+    Attachment,
+    Capacity,
+    ContentSource,
+    Health,
+    Snapshot,
+    VolumeMode,
+)
 from elastivol.errors import (
     AlreadyExists,
     Exhausted,
@@ -28,14 +36,6 @@ from elastivol.params.block import parse_block_parameters, same_request, to_reco
 from elastivol.providers.block import Volume, VolumeSpec
 from elastivol.providers.local import performance
 from elastivol.providers.local.pool import ATTACH_LOCK, SPACE_LOCK, Pool
-from elastivol.providers.types import (
-    Attachment,
-    Capacity,
-    ContentSource,
-    Health,
-    Snapshot,
-    VolumeMode,
-)
 
 log = logging.getLogger("elastivol.providers.local.block")
 

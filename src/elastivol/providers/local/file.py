@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from elastivol import crashpoints, ids
+from elastivol.domain import AccessPointSpec, Health, Snapshot
 from elastivol.errors import (
     Aborted,
     AlreadyExists,
@@ -38,7 +39,7 @@ from elastivol.errors import (
     Unavailable,
 )
 from elastivol.params.file import RESERVED_TOP_DIR
-from elastivol.providers.file import AccessPoint, AccessPointSpec, FileSystem
+from elastivol.providers.file import AccessPoint, FileSystem
 from elastivol.providers.local import file_btrfs, file_snapshots, file_tree
 from elastivol.providers.local.file_registry import (
     TRASH_DIR,
@@ -47,7 +48,6 @@ from elastivol.providers.local.file_registry import (
     allocate_gid,
 )
 from elastivol.providers.local.pool import Pool
-from elastivol.providers.types import Health, Snapshot
 
 log = logging.getLogger("elastivol.providers.local.file")
 

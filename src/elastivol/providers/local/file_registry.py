@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from elastivol import ids
+from elastivol.domain import Snapshot
 from elastivol.errors import (
     AlreadyExists,
     Exhausted,
@@ -37,7 +38,6 @@ from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.file import AccessPoint, FileSystem
 from elastivol.providers.local import file_btrfs
 from elastivol.providers.local.pool import Pool
-from elastivol.providers.types import Snapshot
 from elastivol.store import RecordStore
 
 LOCK_TIMEOUT = 60.0

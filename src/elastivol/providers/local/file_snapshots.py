@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from elastivol import crashpoints, ids
+from elastivol.domain import Snapshot
 from elastivol.errors import Aborted, AlreadyExists, FailedPrecondition, Internal, NotFound
 from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.local import file_btrfs, file_tree
@@ -33,7 +34,6 @@ from elastivol.providers.local.file_registry import (
     FileRegistry,
     snapshot_from_record,
 )
-from elastivol.providers.types import Snapshot
 
 log = logging.getLogger("elastivol.providers.local.file_snapshots")
 

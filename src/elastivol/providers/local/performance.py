@@ -19,7 +19,7 @@ from elastivol.params.block import (
     parse_block_parameters,
     type_performance,
 )
-from elastivol.providers.types import GiB, MiB
+from elastivol.units import GiB, MiB
 
 log = logging.getLogger("elastivol.providers.local.performance")
 

@@ -28,13 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from elastivol import ids
+from elastivol.domain import Health
 from elastivol.errors import Exhausted, FailedPrecondition, InvalidArgument, Unavailable
 from elastivol.node import copy as hostcopy
 from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.node.run import run
-from elastivol.providers.types import GiB, Health
 from elastivol.store import RecordStore, atomic_write_json
+from elastivol.units import GiB
 
 POOL_FILE = "pool.json"
 OPERATIONS_LOCK = "pool-operations.lock"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-GiB = 1 << 30
-MiB = 1 << 20
-
 # Nodes publish both keys: ours, and the well-known one that schedulers and users filter on.
 ZONE_KEY = "topology.elastivol.io/zone"
 K8S_ZONE_KEY = "topology.kubernetes.io/zone"
+
+# The one table of filesystems: what a block volume may be formatted with (StorageClass fstype,
+# volume capability), and which of those are the ext family (mke2fs, resize2fs, e2fsck).
+EXT_FS_TYPES = ("ext2", "ext3", "ext4")
+VOLUME_FS_TYPES = (*EXT_FS_TYPES, "xfs")
 
 
 class AccessMode(Enum):
@@ -88,3 +90,26 @@ class NodeInfo:
     zone: str
     max_volumes: int = 0
     last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccessPointSpec:
+    """A validated request for an access point. ``directory`` is final (basePath, pattern, suffix applied)."""
+
+    name: str  # the CSI volume name: idempotency key
+    fs_id: str
+    directory: str  # absolute within the file system, e.g. "/dynamic_provisioning/pvc-1234"
+    uid: int | None
+    gid: int | None  # None: allocate from gid_range, race-free
+    gid_range: tuple[int, int]
+    perms: int  # e.g. 0o700
+    capacity_bytes: int
+    enforce_capacity: bool = False
+    reuse: bool = False  # reuseAccessPoint: same name gets the existing one back
+    delete_root_dir: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    source_snapshot_id: str = ""
+    # reuseAccessPoint: what an existing access point is matched on (a hash of the PVC's name).
+    reuse_key: str = ""
+    # The StorageClass basePath, so a reused access point can be checked to lie under it.
+    base_path: str = "/"

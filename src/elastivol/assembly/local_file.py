@@ -21,7 +21,7 @@ from elastivol.providers.local.pool import Pool
 from elastivol.server import Services
 
 if TYPE_CHECKING:
-    from elastivol.app import ServeConfig
+    from elastivol.config import ServeConfig
 
 log = logging.getLogger("elastivol.drivers.file")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
+from elastivol.domain import Health
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
@@ -24,11 +25,10 @@ from elastivol.providers.aws.imds import InstanceIdentity, resolve_identity
 from elastivol.providers.aws.limits import max_volumes
 from elastivol.providers.aws.mounter import HostMounter, Mounter, RecordingMounter
 from elastivol.providers.aws.settings import AwsSettings
-from elastivol.providers.types import Health
 from elastivol.server import Services
 
 if TYPE_CHECKING:
-    from elastivol.app import ServeConfig
+    from elastivol.config import ServeConfig
 
 log = logging.getLogger("elastivol.aws")
 
