@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
+from elastivol.assembly.parts import Parts
 from elastivol.config import ServeConfig
 from elastivol.errors import InvalidArgument
 from elastivol.metrics import Metrics
@@ -31,7 +32,8 @@ def validate(config: ServeConfig) -> None:
         raise InvalidArgument("controller mode needs --zone or --zones: the zones this controller serves")
 
 
-def build(config: ServeConfig, metrics: Metrics) -> Services:
+def build(config: ServeConfig, metrics: Metrics, parts: Parts | None = None) -> Services:
+    """The servicers of one `serve` process; ``parts`` replace default parts (see assembly.parts)."""
     validate(config)
     if config.driver == "block" and config.provider == "local":
         from elastivol.assembly.local_block import local_block_services
@@ -44,7 +46,7 @@ def build(config: ServeConfig, metrics: Metrics) -> Services:
     if config.provider == "aws":
         from elastivol.assembly.aws import aws_services
 
-        return aws_services(config, metrics)
+        return aws_services(config, metrics, parts)
     raise InvalidArgument(f"{config.driver} driver with the {config.provider} provider is not available")
 
 

@@ -146,7 +146,8 @@ def serve(**opts: Any) -> None:
     logs.setup(config.log_level, config.log_format)
     metrics = Metrics(driver_name(config.driver))
     try:
-        services = build(config, metrics)
+        # A caller that runs this CLI with obj=Parts(...) (the test support package) replaces default parts.
+        services = build(config, metrics, click.get_current_context().obj)
         if config.metrics_address:
             metrics.serve(config.metrics_address)
         asyncio.run(

@@ -24,13 +24,16 @@ class ServerProcess:
     # argv put before the server's own, to run it through a wrapper that execs it (e.g. one
     # that enters a new mount namespace, as a container runtime would).
     prefix: list[str] = field(default_factory=list)
+    # What `python -m` runs: elastivol's CLI, or a module that puts parts into it and then runs it
+    # (tests/support/serve.py); either takes the CLI's arguments.
+    module: str = "elastivol"
 
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "elastivol", "serve", "--endpoint", self.endpoint, *self.args],
+            [*self.prefix, sys.executable, "-m", self.module, "serve", "--endpoint", self.endpoint, *self.args],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,

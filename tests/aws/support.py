@@ -33,9 +33,10 @@ from elastivol.node import loop, mount
 from elastivol.process import ServerProcess
 from elastivol.providers.aws.awsmetrics import AwsMetrics
 from elastivol.providers.aws.clients import AwsClients
-from elastivol.providers.aws.faults import FaultConfig, FaultLayer
 from elastivol.providers.aws.nvme import BY_ID_PREFIX, serial_of
 from elastivol.providers.aws.settings import AwsSettings
+from tests.support import SERVE_MODULE, serve_env
+from tests.support.aws_faults import FaultConfig, FaultLayer
 
 REGION = "us-east-1"
 ZONE_A, ZONE_B = "us-east-1a", "us-east-1b"
@@ -343,7 +344,9 @@ def start_server(
     child_env = dict(env or {})
     if faults is not None:
         child_env["ELASTIVOL_AWS_FAULTS"] = json.dumps(faults)
-    process = ServerProcess(args, f"unix://{work}/{name}.sock", work / "logs" / f"{name}.log", child_env)
+    # Through the support package's entry point: it puts the fault layer (and an EFS stand-in) in.
+    process = ServerProcess(args, f"unix://{work}/{name}.sock", work / "logs" / f"{name}.log", serve_env(child_env),
+                            module=SERVE_MODULE)
     process.start(wait=wait, timeout=60)
     return AwsServer(process, port)
 

@@ -22,10 +22,10 @@ from elastivol.errors import (
 from elastivol.params.block import parse_block_parameters
 from elastivol.providers.aws.ebs import EbsProvider
 from elastivol.providers.aws.ebs_model import CLONE_SOURCE_TAG, CLUSTER_TAG, NAME_TAG
-from elastivol.providers.aws.faults import FaultConfig
 from elastivol.providers.block import VolumeSpec
 from elastivol.units import GiB
 from tests.aws.support import ZONE_A, ZONE_B, Moto, make_clients
+from tests.support.aws_faults import FaultConfig
 
 Instance = Callable[..., str]
 

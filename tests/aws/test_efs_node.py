@@ -15,9 +15,10 @@ from elastivol.errors import AlreadyExists, InvalidArgument
 from elastivol.node import mount as hostmount
 from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.efs_node import EfsNodeProvider
-from elastivol.providers.aws.mounter import HostMounter, MountRequest, RecordingMounter, check_nfs_mount
+from elastivol.providers.aws.mounter import HostMounter, MountRequest, check_nfs_mount
 from elastivol.providers.file import AccessPoint
 from tests.integration.node.test_mount_safety import findmnt_options
+from tests.support.efs import RecordingMounter
 
 FS = "fs-0123456789abcdef0"
 OTHER_FS = "fs-0fedcba9876543210"

@@ -14,9 +14,10 @@ from elastivol.domain import AccessPointSpec
 from elastivol.errors import AlreadyExists, Exhausted, InvalidArgument, PermissionDenied
 from elastivol.params.file import access_point_spec, parse_file_parameters
 from elastivol.providers.aws.efs import CAPACITY_TAG, EfsProvider
-from elastivol.providers.aws.faults import FaultConfig
-from elastivol.providers.aws.mounter import MountRequest, RecordingMounter
+from elastivol.providers.aws.mounter import MountRequest
 from tests.aws.support import Moto, make_clients
+from tests.support.aws_faults import FaultConfig
+from tests.support.efs import RecordingMounter
 
 PVC = {"csi.storage.k8s.io/pvc/name": "logs", "csi.storage.k8s.io/pvc/namespace": "airflow",
        "csi.storage.k8s.io/pv/name": "pvc-1234"}

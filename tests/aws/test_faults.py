@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from elastivol.providers.aws.faults import FaultConfig
 from tests.aws.support import ZONE_A, Moto, make_clients
+from tests.support.aws_faults import FaultConfig
 
 
 def _code(fn: Callable[[], Any]) -> str:

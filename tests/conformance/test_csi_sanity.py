@@ -38,6 +38,7 @@ from tests.aws.conftest import FAST
 from tests.aws.support import ZONE_A, ZONE_B, Disks, FakeImds, free_port
 from tests.conformance import sanity
 from tests.conformance.ebs_plane import EbsDataPlane
+from tests.support import SERVE_MODULE, serve_env
 
 GiB = 1 << 30
 ARTIFACTS_ENV = "CSI_SANITY_ARTIFACTS"  # a directory to copy logs into before the work dir is removed
@@ -124,8 +125,11 @@ class Pair:
 def _pair(work: Path, ctl_args: list[str], node_args: list[str], env: dict[str, str] | None = None,
           node_env: dict[str, str] | None = None) -> Pair:
     logs = work / "logs"
-    controller = ServerProcess(ctl_args, f"unix://{work}/controller.sock", logs / "controller.log", dict(env or {}))
-    node = ServerProcess(node_args, f"unix://{work}/node.sock", logs / "node.log", dict(node_env or {}))
+    # The support package's entry point: the aws controller gets its fault layer from the environment.
+    controller = ServerProcess(ctl_args, f"unix://{work}/controller.sock", logs / "controller.log", serve_env(env),
+                               module=SERVE_MODULE)
+    node = ServerProcess(node_args, f"unix://{work}/node.sock", logs / "node.log", serve_env(node_env),
+                         module=SERVE_MODULE)
     pair = Pair(controller, node, work)
     try:
         controller.start(wait=False)

@@ -1,29 +1,27 @@
 """``serve --provider aws``: the block driver on EBS and the file driver on EFS.
 
 The servicers are the same as with the local provider; only the providers differ. Settings that
-the CLI does not carry come from ``ELASTIVOL_AWS_*`` variables (:mod:`.settings`); the fault layer
-and the recording EFS mounter exist for tests and are enabled only by their own variables.
+the CLI does not carry come from ``ELASTIVOL_AWS_*`` variables (:mod:`elastivol.providers.aws.settings`);
+a caller may hook the AWS clients and replace the EFS mounter through :class:`~elastivol.assembly.parts.Parts`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
+from elastivol.assembly.parts import Parts
 from elastivol.domain import Health
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
 from elastivol.node.paths import PathGuard
-from elastivol.providers.aws import faults as fault_layer
 from elastivol.providers.aws.awsmetrics import AwsMetrics
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.imds import InstanceIdentity, resolve_identity
 from elastivol.providers.aws.limits import max_volumes
-from elastivol.providers.aws.mounter import HostMounter, Mounter, RecordingMounter
+from elastivol.providers.aws.mounter import HostMounter, Mounter
 from elastivol.providers.aws.settings import AwsSettings
 from elastivol.server import Services
 
@@ -32,14 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("elastivol.aws")
 
-FAKE_EFS_ENV = "ELASTIVOL_EFS_FAKE_ROOT"  # tests: bind a local directory instead of mounting NFS
 
-
-def aws_services(config: ServeConfig, metrics: Metrics) -> Services:
+def aws_services(config: ServeConfig, metrics: Metrics, parts: Parts | None = None) -> Services:
+    parts = parts or Parts()
     settings = AwsSettings.from_env()
-    faults = fault_layer.from_env()
-    if faults is not None:
-        log.warning("the AWS fault layer is enabled (%s): for tests only", fault_layer.ENV)
     identity: InstanceIdentity | None = None
     if config.node or not settings.region:
         identity = resolve_identity(config.node_id, config.zone, settings.instance_type, timeout=settings.imds_timeout)
@@ -47,7 +41,7 @@ def aws_services(config: ServeConfig, metrics: Metrics) -> Services:
     if not region and config.controller:
         # Nodes can do without: the block node never calls AWS, the file node mounts by id.
         raise InvalidArgument("no AWS region: set AWS_REGION (on EC2 it is read from IMDS, which did not answer)")
-    clients = AwsClients(settings, AwsMetrics.for_registry(metrics.registry), faults, region)
+    clients = AwsClients(settings, AwsMetrics.for_registry(metrics.registry), parts.aws_client_hooks, region)
     if config.node and identity is None:
         raise InvalidArgument(
             "this node's instance id and zone are unknown: IMDSv2 did not answer and --node-id/--zone were not "
@@ -57,7 +51,8 @@ def aws_services(config: ServeConfig, metrics: Metrics) -> Services:
     inflight = InFlight(None)
     if config.driver == "block":
         return _block(config, settings, clients, identity, inflight)
-    return _file(config, settings, clients, identity, inflight, region)
+    mounter = (parts.efs_mounter or HostMounter)(region)
+    return _file(config, settings, clients, identity, inflight, mounter)
 
 
 def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, identity: InstanceIdentity | None,
@@ -88,14 +83,13 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
 
 
 def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, identity: InstanceIdentity | None,
-          inflight: InFlight, region: str) -> Services:
+          inflight: InFlight, mounter: Mounter) -> Services:
     from elastivol.drivers.file.controller import FileController
     from elastivol.drivers.file.node import FileNode
     from elastivol.drivers.identity import Identity
     from elastivol.providers.aws.efs import EfsProvider
     from elastivol.providers.aws.efs_node import EfsCatalog, EfsNodeProvider
 
-    mounter = _mounter(region)
     provider = None
     if config.controller:
         provider = EfsProvider(clients, settings, cluster_id=config.cluster_id, mounter=mounter)
@@ -115,15 +109,6 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
             allow_privileged_mount_options=config.allow_privileged_mount_options,
         )
     return services
-
-
-def _mounter(region: str) -> Mounter:
-    fake = os.environ.get(FAKE_EFS_ENV, "").strip()
-    if fake:
-        log.warning("EFS mounts are simulated under %s (%s): for tests only", fake, FAKE_EFS_ENV)
-        root = Path(fake)
-        return RecordingMounter(root, region, root / "mounts.jsonl")
-    return HostMounter(region)
 
 
 def _ready() -> Health:

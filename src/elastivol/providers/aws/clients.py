@@ -1,4 +1,4 @@
-"""boto3 clients for the aws provider: adaptive retries, timeouts, metrics and (in tests) faults.
+"""boto3 clients for the aws provider: adaptive retries, timeouts, metrics and the caller's event hooks.
 
 Endpoints and credentials follow boto3's standard chain, so ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_EC2`` / ``_EFS``), IRSA's ``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``,
@@ -8,7 +8,7 @@ static keys and instance profiles all work without a flag of our own.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import botocore.loaders
@@ -22,8 +22,15 @@ from elastivol.providers.aws.settings import AwsSettings
 _LOADER = botocore.loaders.create_loader()
 
 
+class EventHooks(Protocol):
+    """Registers handlers on botocore's event emitter, so that every client's calls pass through them
+    (the test support package's fault layer is one)."""
+
+    def install(self, events: Any) -> None: ...
+
+
 class AwsClients:
-    def __init__(self, settings: AwsSettings, metrics: AwsMetrics | None = None, faults: Any = None,
+    def __init__(self, settings: AwsSettings, metrics: AwsMetrics | None = None, hooks: EventHooks | None = None,
                  region: str = "") -> None:
         core = botocore.session.get_session()
         # One loader per process: EC2's API model is large, and parsing it again for every session
@@ -35,8 +42,8 @@ class AwsClients:
         events.register("before-parameter-build", remember_model, unique_id="elastivol-model")
         if metrics is not None:
             metrics.install(events)
-        if faults is not None:
-            faults.install(events)
+        if hooks is not None:
+            hooks.install(events)
         self.settings = settings
         self.region = region or settings.region or None
         self.session = boto3.session.Session(botocore_session=core, region_name=self.region)

@@ -1,4 +1,4 @@
-"""Mounting EFS: the efs-utils mount helper, an NFS 4.1 fallback, and a recording stand-in for tests.
+"""Mounting EFS: the efs-utils mount helper and an NFS 4.1 fallback.
 
 ``mount -t efs -o tls,accesspoint=fsap-…`` (amazon-efs-utils) is the way to mount through an access
 point: access points need TLS, which plain NFS cannot give. Without efs-utils, mounts that do not
@@ -8,12 +8,10 @@ use an access point fall back to NFS 4.1 with the options EFS recommends.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +69,7 @@ def _run(argv: Sequence[str], what: str) -> None:
         raise FailedPrecondition(f"{what} failed ({' '.join(argv)}): {(done.stderr or done.stdout).strip()[:500]}")
 
 
-def _conflict(req: MountRequest, what: str) -> AlreadyExists:
+def mount_conflict(req: MountRequest, what: str) -> AlreadyExists:
     asked = f"{req.fs_id}:{req.path}" + (f" through {req.access_point.id}" if req.access_point else "")
     return AlreadyExists(
         f"{req.target} already has {what} mounted on it, not {asked}"
@@ -88,9 +86,9 @@ def check_nfs_mount(req: MountRequest, found: hostmount.MountInfo) -> None:
     host, _, path = found.source.rpartition(":")
     ours = host == req.fs_id or host.startswith(req.fs_id + ".") or host in _LOOPBACK or _is_address(host)
     if found.fstype not in NFS_TYPES or not ours or os.path.normpath(path or "/") != os.path.normpath(req.path):
-        raise _conflict(req, f"{found.source} ({found.fstype})")
+        raise mount_conflict(req, f"{found.source} ({found.fstype})")
     if found.read_only != req.readonly:
-        raise _conflict(req, f"{found.source} {'read-only' if found.read_only else 'read-write'}")
+        raise mount_conflict(req, f"{found.source} {'read-only' if found.read_only else 'read-write'}")
 
 
 def _is_address(host: str) -> bool:
@@ -126,61 +124,6 @@ class HostMounter:
     def unmount(self, target: str) -> None:
         if os.path.ismount(target):
             _run(["umount", target], f"unmounting {target}")
-
-
-class RecordingMounter:
-    """For tests, where there is no NFS: records the command a node would run and bind-mounts a
-    local directory that plays the file system, so that data flows between publications. On the
-    first mount of an access point it creates the root directory with the access point's owner and
-    permissions, as EFS does."""
-
-    def __init__(self, root: Path, region: str = "", log_path: Path | None = None) -> None:
-        self.root = root
-        self.region = region
-        self.log_path = log_path
-        self.records: list[dict[str, object]] = []
-        self._lock = threading.Lock()
-
-    def _record(self, entry: dict[str, object]) -> None:
-        with self._lock:
-            self.records.append(entry)
-            if self.log_path is not None:
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(entry) + "\n")
-
-    def backing(self, req: MountRequest) -> Path:
-        base = self.root / req.fs_id
-        ap = req.access_point
-        if ap is not None:
-            base = base / ap.directory.strip("/")
-            if not base.exists():
-                base.mkdir(parents=True)
-                os.chown(base, ap.uid, ap.gid)
-                base.chmod(ap.perms)
-        return base / req.path.strip("/")
-
-    def mount(self, req: MountRequest) -> None:
-        self._record({"op": "mount", "argv": mount_command(req, self.region, True), "target": req.target})
-        os.makedirs(req.target, exist_ok=True)
-        source = self.backing(req)
-        source.mkdir(parents=True, exist_ok=True)
-        found = hostmount.find_by_target(req.target)
-        if found is not None:
-            # The stand-in's "source" is the directory that plays the file system: compare by identity.
-            here, wanted = os.stat(req.target), os.stat(source)
-            if (here.st_dev, here.st_ino) != (wanted.st_dev, wanted.st_ino):
-                raise _conflict(req, f"another directory ({found.source}{found.root})")
-            if found.read_only != req.readonly:
-                raise _conflict(req, f"{req.fs_id}:{req.path} {'read-only' if found.read_only else 'read-write'}")
-            return
-        # Per-mount words apply to the bind; NFS/EFS transport words have nothing to act on in it.
-        hostmount.bind(str(source), req.target, readonly=req.readonly,
-                       options=hostmount.volume_options(req.options))
-
-    def unmount(self, target: str) -> None:
-        self._record({"op": "unmount", "target": target})
-        hostmount.unmount_all(target)
 
 
 def remove_tree(path: Path) -> None:

@@ -12,8 +12,8 @@ to the aws provider's own clients, inside the process that makes the calls:
 * ``after-call`` rewrites parsed Describe responses to show transitional states, hides new
   objects from listings for a few calls, and paginates listings that moto returns whole.
 
-It is enabled only by the test-only ``ELASTIVOL_AWS_FAULTS`` environment variable (a JSON object,
-see :class:`FaultConfig`). Idempotency records can be kept in a file, so that they outlive a
+Test servers get it through :mod:`tests.support.serve` when ``ELASTIVOL_AWS_FAULTS`` holds a JSON
+object (see :class:`FaultConfig`); in-process tests pass a :class:`FaultLayer` to ``AwsClients``. Idempotency records can be kept in a file, so that they outlive a
 controller that crashes mid-create, as AWS's would.
 """
 
