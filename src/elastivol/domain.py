@@ -85,14 +85,6 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class NodeInfo:
-    node_id: str
-    zone: str
-    max_volumes: int = 0
-    last_seen: float = 0.0
-
-
-@dataclass(frozen=True)
 class AccessPointSpec:
     """A validated request for an access point. ``directory`` is final (basePath, pattern, suffix applied)."""
 

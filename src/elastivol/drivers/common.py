@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -169,11 +169,3 @@ async def volume_path(guard: PathGuard, volume_id: str, path: str) -> str:
         return await guarded_path(guard, path, "volume_path")
     except InvalidArgument as exc:
         raise NotFound(f"volume {volume_id[:80]!r} is not at {path[:200]!r}: {exc.message}") from None
-
-
-def known_keys(params: Iterable[str], allowed: Iterable[str], prefixes: Iterable[str] = ()) -> None:
-    lowered = {a.lower(): a for a in allowed}
-    for key in params:
-        if key.lower() in lowered or any(key.startswith(p) for p in prefixes):
-            continue
-        raise InvalidArgument(f"parameter {key!r} is not supported; supported: {', '.join(sorted(lowered.values()))}")

@@ -57,7 +57,3 @@ class DeviceAllocator:
                 flying.discard(name)
                 if not flying:
                     self._in_flight.pop(instance_id, None)
-
-    def in_flight(self, instance_id: str) -> set[str]:
-        with self._lock:
-            return set(self._in_flight.get(instance_id, ()))

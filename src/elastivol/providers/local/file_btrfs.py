@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from elastivol.errors import FailedPrecondition, Internal
+from elastivol.errors import Internal
 from elastivol.node.run import run
 from elastivol.providers.local.file_tree import fd_path
 
@@ -106,10 +106,3 @@ def quotas_enabled(fd: int) -> bool:
         return (_SYSFS / filesystem_uuid(fd) / "qgroups" / "enabled").read_text().strip() == "1"
     except OSError:
         return False
-
-
-def require_quotas(fd: int, shown: str) -> None:
-    if not quotas_enabled(fd):
-        raise FailedPrecondition(
-            f"btrfs quotas are off on the filesystem holding {shown}: run `btrfs quota enable {shown}`"
-        )

@@ -117,11 +117,6 @@ def set_owner_mode(fd: int, uid: int, gid: int, mode: int) -> None:
     os.fchmod(fd, mode)
 
 
-def is_empty(fd: int) -> bool:
-    with os.scandir(fd) as entries:
-        return next(iter(entries), None) is None
-
-
 def remove_entry(parent: int, name: str) -> None:
     """Remove ``name`` under ``parent`` and everything below it, without following links.
 
