@@ -301,6 +301,7 @@ def _collect(store: Any, kind: Any, names: tuple[str, ...], namespace: str, all_
 def get(directory: str | None, namespace: str, all_ns: bool, output: str, kinds: str, names: tuple[str, ...]) -> None:
     """Show objects like kubectl get: `get pvc,pv,pod`, `get pv -o yaml`, `-o jsonpath={.status.phase}`."""
     from elastivol.lab import printers
+    from elastivol.lab.jsonpath import jsonpath
 
     store = _store(directory)[1]
     if "/" in kinds and not names:
@@ -332,7 +333,7 @@ def get(directory: str | None, namespace: str, all_ns: bool, output: str, kinds:
         single = bool(names) and len(found) == 1 and not multi
         root = found[0] if single else {"apiVersion": "v1", "kind": "List", "items": found}
         try:
-            click.echo(printers.jsonpath(root, template), nl=False)
+            click.echo(jsonpath(root, template), nl=False)
         except ValueError as exc:
             _die(f"error: {exc}")
     else:
@@ -349,8 +350,8 @@ def get(directory: str | None, namespace: str, all_ns: bool, output: str, kinds:
 @click.argument("names", nargs=-1)
 def describe(directory: str | None, namespace: str, kind: str, names: tuple[str, ...]) -> None:
     """Show an object in detail, with its Events."""
-    from elastivol.lab import printers
     from elastivol.lab.binding import pods_using
+    from elastivol.lab.describe import describe as describe_text
 
     store = _store(directory)[1]
     if "/" in kind and not names:
@@ -365,7 +366,7 @@ def describe(directory: str | None, namespace: str, kind: str, names: tuple[str,
         if k.name == "PersistentVolumeClaim":
             obj["_usedBy"] = [p["metadata"]["name"] for p in
                               pods_using(store.list_of("Pod"), obj["metadata"]["namespace"], obj["metadata"]["name"])]
-        texts.append(printers.describe(obj, store.events_for(obj)))
+        texts.append(describe_text(obj, store.events_for(obj)))
     click.echo("\n\n".join(texts))
 
 
@@ -560,7 +561,7 @@ def _offset_since(times: Path, cutoff: float, size: int) -> int:
 def wait(directory: str | None, namespace: str, condition: str, timeout: float, target: str,
          names: tuple[str, ...]) -> None:
     """Wait for a condition: `wait pvc/data --for=jsonpath='{.status.phase}'=Bound`."""
-    from elastivol.lab import printers
+    from elastivol.lab.jsonpath import jsonpath
 
     store = _store(directory)[1]
     if "/" in target:
@@ -587,7 +588,7 @@ def wait(directory: str | None, namespace: str, condition: str, timeout: float, 
             expr, _, value = condition[len("jsonpath="):].rpartition("=")
             if not expr:
                 expr, value = value, ""
-            got = printers.jsonpath(obj, expr if expr.startswith("{") else "{" + expr + "}")
+            got = jsonpath(obj, expr if expr.startswith("{") else "{" + expr + "}")
             return got == value if value else bool(got)
         _die(f"error: unrecognized condition {condition!r}")
         return False

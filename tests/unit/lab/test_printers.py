@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
+from elastivol.lab import describe as d
+from elastivol.lab import jsonpath as jp
 from elastivol.lab import printers as p
 
 NOW = datetime(2026, 12, 1, 21, 31, 0, tzinfo=UTC)
@@ -267,7 +269,7 @@ def test_every_kind_prints_a_bare_object(kind: str) -> None:
     for wide in (False, True):
         headers, rows = p.table(kind, [bare], now=NOW, wide=wide, show_kind=True)
         assert len(rows[0]) == len(headers)
-    text = p.describe(bare, [], now=NOW)
+    text = d.describe(bare, [], now=NOW)
     assert text.splitlines()[-1].startswith("Events:") and text.splitlines()[-1].endswith("<none>")
 
 
@@ -290,7 +292,7 @@ def test_render_table_aligns_like_kubectl() -> None:
 def test_describe_pvc_sections_and_events() -> None:
     events = [event("ProvisioningFailed", count=3, first=20, last=5, msg="no space left  "),
               event("Provisioning", kind="Normal", first=50, last=50, msg="External provisioner is provisioning")]
-    text = p.describe(pvc(), events, now=NOW)
+    text = d.describe(pvc(), events, now=NOW)
     assert text.splitlines() == [
         "Name:          ebs-claim",
         "Namespace:     default",
@@ -320,7 +322,7 @@ def test_describe_pvc_without_events_terminating_and_conditions() -> None:
     obj = pvc(_usedBy=[], status={"phase": "Bound", "conditions": [
         {"type": "Resizing", "status": "True", "lastTransitionTime": "2026-12-01T21:30:00Z"}]})
     obj["metadata"] = {**obj["metadata"], "deletionTimestamp": ago(7), "labels": {"b": "2", "a": "1"}}
-    lines = p.describe(obj, [], now=NOW).splitlines()
+    lines = d.describe(obj, [], now=NOW).splitlines()
     assert "Status:        Terminating (lasts 7s)" in lines
     assert "Labels:        a=1" in lines and "               b=2" in lines
     assert "Used By:       <none>" in lines
@@ -332,7 +334,7 @@ def test_describe_pvc_without_events_terminating_and_conditions() -> None:
 
 
 def test_describe_pv_node_affinity_and_csi_source() -> None:
-    text = p.describe(pv(), [], now=NOW)
+    text = d.describe(pv(), [], now=NOW)
     lines = text.splitlines()
     assert "Namespace:" not in text
     for expected in ("Claim:             default/ebs-claim", "Reclaim Policy:    Delete", "Access Modes:      ROX,RWX",
@@ -355,7 +357,7 @@ def test_describe_pv_node_affinity_and_csi_source() -> None:
 def test_describe_pod() -> None:
     obj = pod("Pending", [{"name": "app", "ready": False, "restartCount": 0,
                            "state": {"waiting": {"reason": "ContainerCreating"}}}])
-    lines = p.describe(obj, [], now=NOW).splitlines()
+    lines = d.describe(obj, [], now=NOW).splitlines()
     for expected in ("Node:         node-a/10.0.0.5", "Labels:       app=web", "Status:       Pending",
                      "Containers:", "  app:", "    Image:         busybox", "    Command:", "      sh", "      -c",
                      "    Args:", "      sleep 1d", "    State:          Waiting", "      Reason:       ContainerCreating",
@@ -367,7 +369,7 @@ def test_describe_pod() -> None:
     assert any(ln.startswith("    Type:") and "PersistentVolumeClaim (a reference" in ln for ln in lines)
     assert any(ln.startswith("    ClaimName:") and ln.endswith("ebs-claim") for ln in lines)
     assert any("EmptyDir (a temporary directory" in ln for ln in lines)
-    running = p.describe(pod(), [], now=NOW).splitlines()
+    running = d.describe(pod(), [], now=NOW).splitlines()
     assert "    State:          Running" in running
     assert "      Started:      Tue, 01 Dec 2026 21:30:00 +0000" in running
 
@@ -378,7 +380,7 @@ def test_describe_storage_class_parameters() -> None:
         "provisioner": "ebs.csi.elastivol.io", "parameters": {"type": "gp3", "fsType": "ext4"},
         "allowedTopologies": [{"matchLabelExpressions": [{"key": "topology.kubernetes.io/zone",
                                                            "values": ["zone-a", "zone-b"]}]}]}
-    lines = p.describe(sc, [], now=NOW).splitlines()
+    lines = d.describe(sc, [], now=NOW).splitlines()
     assert lines[:7] == [
         "Name:                  gp3",
         "IsDefaultClass:        Yes",
@@ -398,7 +400,7 @@ def test_describe_volume_snapshot_generic_layout() -> None:
                        "_rev": 3},
           "spec": {"source": {"persistentVolumeClaimName": "ebs-claim"}, "volumeSnapshotClassName": "csi-snap"},
           "status": {"readyToUse": True, "restoreSize": "4Gi", "boundVolumeSnapshotContentName": "snapcontent-1"}}
-    text = p.describe(vs, [event("SnapshotReady", kind="Normal")], now=NOW)
+    text = d.describe(vs, [event("SnapshotReady", kind="Normal")], now=NOW)
     lines = text.splitlines()
     assert lines[:6] == ["Name:         snap", "Namespace:    default", "Labels:       <none>",
                          "Annotations:  <none>", "API Version:  snapshot.storage.k8s.io/v1", "Kind:         VolumeSnapshot"]
@@ -415,7 +417,7 @@ def test_describe_volume_snapshot_generic_layout() -> None:
 
 def test_describe_events_sorted_by_last_timestamp() -> None:
     events = [event("Late", last=1, first=1), event("Early", last=90, first=90), event("Mid", last=30, first=30)]
-    lines = p.describe(pvc(), events, now=NOW).splitlines()
+    lines = d.describe(pvc(), events, now=NOW).splitlines()
     assert [ln.split()[1] for ln in lines[-3:]] == ["Early", "Mid", "Late"]
 
 
@@ -478,7 +480,7 @@ def test_jsonpath_on_an_object(expr: str, out: str) -> None:
     obj = pvc()
     obj["status"]["conditions"] = [{"type": "Ready", "status": "True"},
                                    {"type": "Resizing", "status": "False", "reason": "Expanding"}]
-    assert p.jsonpath(obj, expr) == out
+    assert jp.jsonpath(obj, expr) == out
 
 
 @pytest.mark.parametrize(("expr", "out"), [
@@ -493,15 +495,15 @@ def test_jsonpath_on_an_object(expr: str, out: str) -> None:
     ('{range .items[*]}{.metadata.name}={.status.snapshotHandle}{"\\n"}{end}', "a=h-1\nb=h-2\n"),
 ])
 def test_jsonpath_on_a_list(expr: str, out: str) -> None:
-    assert p.jsonpath(_listing(), expr) == out
+    assert jp.jsonpath(_listing(), expr) == out
 
 
 def test_jsonpath_hides_private_keys() -> None:
-    assert p.jsonpath(pvc(), "{._usedBy}") == ""
+    assert jp.jsonpath(pvc(), "{._usedBy}") == ""
 
 
 @pytest.mark.parametrize("expr", ["{..name}", "{.metadata.name", "{.a}}", "{}", "{.items[?(@.x ~ 1)]}",
                                   "{range .items[*]}{.a}", "{end}", "{len .items}", "{.items[abc]}"])
 def test_jsonpath_rejects_unsupported_syntax(expr: str) -> None:
     with pytest.raises(ValueError, match="JSONPath"):
-        p.jsonpath(_listing(), expr)
+        jp.jsonpath(_listing(), expr)
