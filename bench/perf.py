@@ -27,7 +27,7 @@ from elastivol.client import BLOCK, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import iothrottle
 from elastivol.params.block import parse_block_parameters, type_performance
-from elastivol.providers.local.block import LocalBlockNode
+from elastivol.providers.local.block_node import LocalBlockNode
 from elastivol.providers.local.pool import Pool
 from elastivol.units import GiB, MiB
 

@@ -18,7 +18,7 @@ from elastivol.providers.local.pool import Pool
 from elastivol.server import Services
 
 if TYPE_CHECKING:
-    from elastivol.providers.local.block import LocalBlockNode
+    from elastivol.providers.local.block_node import LocalBlockNode
 
 log = logging.getLogger("elastivol.app")
 
@@ -30,7 +30,8 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
     from elastivol.drivers.block.node import BlockNode
     from elastivol.drivers.identity import Identity
     from elastivol.node.paths import PathGuard
-    from elastivol.providers.local.block import LocalBlockNode, LocalBlockProvider
+    from elastivol.providers.local.block import LocalBlockProvider
+    from elastivol.providers.local.block_node import LocalBlockNode
     pool = Pool(Path(config.pool), overcommit_ratio=config.overcommit_ratio)
     pool.require_usable()
     notice = pool.health().notice
