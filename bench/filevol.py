@@ -12,7 +12,7 @@ from bench.env import cleanup
 from elastivol.client import CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.process import ServerProcess, serve_args
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool, init_pool
 
 PROFILE = {"smoke": (32, 2_000, 3), "quick": (96, 20_000, 5), "full": (320, 100_000, 10)}  # creates, files, stat reps

@@ -15,7 +15,7 @@ from elastivol.errors import ElastivolError
 from elastivol.units import human
 
 if TYPE_CHECKING:
-    from elastivol.providers.local.file_registry import FileRegistry
+    from elastivol.providers.local.file.registry import FileRegistry
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,7 +32,7 @@ def _fail(exc: ElastivolError) -> None:
 
 
 def _registry(pool_dir: Path) -> FileRegistry:
-    from elastivol.providers.local.file_registry import FileRegistry
+    from elastivol.providers.local.file.registry import FileRegistry
     from elastivol.providers.local.pool import Pool
 
     return FileRegistry(Pool(pool_dir))

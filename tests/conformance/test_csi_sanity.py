@@ -32,7 +32,7 @@ import pytest
 
 from elastivol.node import loop, mount
 from elastivol.process import ServerProcess, serve_args
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool, init_pool
 from tests.aws.conftest import FAST
 from tests.aws.support import ZONE_A, ZONE_B, Disks, FakeImds, free_port

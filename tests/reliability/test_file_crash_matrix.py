@@ -14,9 +14,9 @@ from elastivol import crashpoints
 from elastivol.client import CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.process import ServerProcess, serve_args
-from elastivol.providers.local import file as _file  # noqa: F401  (registers the access point points)
-from elastivol.providers.local import file_snapshots as _snaps  # noqa: F401  (registers the snapshot points)
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file import controller as _file  # noqa: F401  (registers the access point points)
+from elastivol.providers.local.file import snapshots as _snaps  # noqa: F401  (registers the snapshot points)
+from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool
 from tests.helpers import leaked
 from tests.reliability.conftest import NODE, ZONE

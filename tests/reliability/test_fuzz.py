@@ -23,7 +23,7 @@ from elastivol.node import mount
 from elastivol.params import block as block_params
 from elastivol.params import file as file_params
 from elastivol.process import ServerProcess, serve_args
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool
 from tests.helpers import new_volume
 from tests.reliability import fuzzing

@@ -14,9 +14,9 @@ from elastivol.errors import Unavailable
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
 from elastivol.node.paths import PathGuard
-from elastivol.providers.local.file import LocalFileProvider, pool_health
-from elastivol.providers.local.file_node import LocalFileNode
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.controller import LocalFileProvider, pool_health
+from elastivol.providers.local.file.node import LocalFileNode
+from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool
 from elastivol.server import Services
 

@@ -126,7 +126,7 @@ def up(directory: str | None, nodes: int, zones: str, timeout: float) -> None:
 
 def _prepare(layout: Layout, config: Any) -> None:
     from elastivol.lab.daemon import share_root
-    from elastivol.providers.local.file_registry import FileRegistry
+    from elastivol.providers.local.file.registry import FileRegistry
     from elastivol.providers.local.pool import Pool, init_pool
 
     share_root(layout)

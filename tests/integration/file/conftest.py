@@ -21,7 +21,7 @@ import pytest
 from elastivol.client import CsiClient
 from elastivol.node import loop, mount
 from elastivol.process import ServerProcess, serve_args
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool, init_pool
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from elastivol.client import CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import mount
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 
 RWX = "MULTI_NODE_MULTI_WRITER"
 

@@ -13,7 +13,7 @@ import pytest
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from elastivol.process import ServerProcess, serve_args
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from tests.helpers import code_of
 from tests.integration.file.helpers import create, delete, root_of, sc
 

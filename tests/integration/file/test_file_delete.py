@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from elastivol.client import CsiClient
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from tests.helpers import expect_error
 from tests.integration.file.helpers import ap_dir, create, delete, published, root_of, sc
 

@@ -13,7 +13,7 @@ import pytest
 from elastivol.client import BLOCK, CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import mount
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from tests.helpers import expect_error
 from tests.integration.file.helpers import ap_dir, create, delete, published, sc
 

@@ -13,7 +13,7 @@ import grpc
 
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
-from elastivol.providers.local.file_usage import UsageWalker
+from elastivol.providers.local.file.usage import UsageWalker
 from tests.helpers import expect_error
 from tests.integration.file.helpers import create, delete, published, sc
 

@@ -12,7 +12,7 @@ from elastivol import FILE_DRIVER_NAME
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from elastivol.node import mount
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from tests.helpers import expect_error
 from tests.integration.file.helpers import RWX, ap_dir, create, delete, mounted_under, published, sc
 

@@ -12,7 +12,7 @@ import pytest
 
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
-from elastivol.providers.local.file_registry import FileRegistry
+from elastivol.providers.local.file.registry import FileRegistry
 from tests.helpers import expect_error
 from tests.integration.file.helpers import ap_dir, create, delete, sc
 

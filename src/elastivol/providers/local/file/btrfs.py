@@ -19,7 +19,7 @@ from pathlib import Path
 
 from elastivol.errors import Internal
 from elastivol.node.run import run
-from elastivol.providers.local.file_tree import fd_path
+from elastivol.providers.local.file.tree import fd_path
 
 BTRFS_SUPER_MAGIC = 0x9123683E
 SUBVOLUME_INO = 256  # BTRFS_FIRST_FREE_OBJECTID: the inode of every subvolume's top directory

@@ -36,7 +36,7 @@ from elastivol.errors import (
 from elastivol.node.run import run
 from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.file import AccessPoint, FileSystem
-from elastivol.providers.local import file_btrfs
+from elastivol.providers.local.file import btrfs
 from elastivol.providers.local.pool import Pool
 from elastivol.store import RecordStore
 
@@ -93,7 +93,7 @@ def probe_fs_type(path: str) -> str:
 
 def probe_reflink(path: str) -> bool:
     """Whether files under ``path`` can share extents: try it on two scratch files."""
-    from elastivol.providers.local.file_tree import FICLONE
+    from elastivol.providers.local.file.tree import FICLONE
 
     src_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     names = (f".elastivol-reflink-probe-{os.getpid()}-a", f".elastivol-reflink-probe-{os.getpid()}-b")
@@ -122,7 +122,7 @@ def probe_quotas(path: str, fs_type: str) -> str:
         return "none"
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return "btrfs-qgroup" if file_btrfs.quotas_enabled(fd) else "none"
+        return "btrfs-qgroup" if btrfs.quotas_enabled(fd) else "none"
     finally:
         os.close(fd)
 

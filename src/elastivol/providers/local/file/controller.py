@@ -40,8 +40,8 @@ from elastivol.errors import (
 )
 from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.file import AccessPoint, FileSystem
-from elastivol.providers.local import file_btrfs, file_snapshots, file_tree
-from elastivol.providers.local.file_registry import (
+from elastivol.providers.local.file import btrfs, snapshots, tree
+from elastivol.providers.local.file.registry import (
     TRASH_DIR,
     FileRegistry,
     access_point_from_record,
@@ -70,7 +70,7 @@ def pool_health(pool: Pool) -> Health:
 
 def _split(directory: str) -> tuple[str, str]:
     """(parent, name) of an access point directory; refuses the root itself."""
-    parts = file_tree.components(directory)
+    parts = tree.components(directory)
     if not parts:
         raise FailedPrecondition(f"refusing to use the file system root itself ({directory!r}) as a directory")
     if parts[0] == RESERVED_TOP_DIR:
@@ -88,7 +88,7 @@ class LocalFileProvider:
     def __init__(self, registry: FileRegistry) -> None:
         self.registry = registry
         self.pool = registry.pool
-        self.snapshots = file_snapshots.LocalFileSnapshots(registry)
+        self.snapshots = snapshots.LocalFileSnapshots(registry)
 
     # -- file systems ------------------------------------------------------------------------
     def health(self) -> Health:
@@ -120,7 +120,7 @@ class LocalFileProvider:
         if rec.get("state") != "ready":
             return f"access point is {rec.get('state')}"
         try:
-            if not file_tree.exists(fs.root, rec["directory"]):
+            if not tree.exists(fs.root, rec["directory"]):
                 return f"the access point's directory {rec['directory']} is missing under {fs.root}"
         except FailedPrecondition as exc:
             return exc.message
@@ -150,7 +150,7 @@ class LocalFileProvider:
         # A restore copies outside the lock (a tree copy may take a while), then moves it in.
         if snap is None:  # narrows the type; cannot happen on this path
             raise Internal("snap is missing where it was just set")
-        file_snapshots.copy_for_restore(fs_rec, snap, rec)
+        snapshots.copy_for_restore(fs_rec, snap, rec)
         crashpoints.hit("accesspoint.after_copy")
         with self.registry.fs_lock(fs.id):
             self._move_restored(fs_rec, rec)
@@ -192,15 +192,15 @@ class LocalFileProvider:
                     self._check_reusable(existing, spec)
                     return existing
         _split(spec.directory)  # never the root, never elastivol's own directory
-        exists = file_tree.exists(fs_rec["root"], spec.directory)
+        exists = tree.exists(fs_rec["root"], spec.directory)
         if snap is not None and exists:
             raise AlreadyExists(
                 f"cannot restore snapshot {snap['id']} into {spec.directory}: the directory exists already "
                 "(shared with ensureUniqueDirectory: \"false\"?); restore with ensureUniqueDirectory \"true\""
             )
-        if spec.enforce_capacity and exists and file_snapshots.is_btrfs(fs_rec):
-            with file_tree.opened(fs_rec["root"], spec.directory) as fd:
-                if not file_btrfs.is_subvolume(fd):
+        if spec.enforce_capacity and exists and snapshots.is_btrfs(fs_rec):
+            with tree.opened(fs_rec["root"], spec.directory) as fd:
+                if not btrfs.is_subvolume(fd):
                     raise InvalidArgument(
                         f"enforceCapacity cannot limit {spec.directory}: it exists already as a plain directory, "
                         "and quotas apply to directories elastivol created; use ensureUniqueDirectory: \"true\" or "
@@ -283,14 +283,14 @@ class LocalFileProvider:
 
     def _make_directory(self, fs_rec: dict[str, Any], rec: dict[str, Any]) -> None:
         parent, name = _split(rec["directory"])
-        with file_tree.opened(fs_rec["root"], parent, create=True) as pfd:
+        with tree.opened(fs_rec["root"], parent, create=True) as pfd:
             try:
                 st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             except FileNotFoundError:
                 st = None
             if st is None:
-                if file_snapshots.is_btrfs(fs_rec):
-                    file_btrfs.create_subvolume(pfd, name)
+                if snapshots.is_btrfs(fs_rec):
+                    btrfs.create_subvolume(pfd, name)
                 else:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(name, 0o700, dir_fd=pfd)
@@ -298,9 +298,9 @@ class LocalFileProvider:
 
     def _finish(self, fs_rec: dict[str, Any], rec: dict[str, Any]) -> None:
         """Owner, mode and quota of a new directory; then the record is ready."""
-        with file_tree.opened(fs_rec["root"], rec["directory"]) as fd:
+        with tree.opened(fs_rec["root"], rec["directory"]) as fd:
             if rec.get("created_dir", True):
-                file_tree.set_owner_mode(fd, int(rec["uid"]), int(rec["gid"]), int(rec["perms"]))
+                tree.set_owner_mode(fd, int(rec["uid"]), int(rec["gid"]), int(rec["perms"]))
             if rec.get("enforce_capacity"):
                 self._apply_limit(fs_rec, rec["directory"], fd, extra=rec)
         rec["state"] = "ready"
@@ -315,7 +315,7 @@ class LocalFileProvider:
         Access points share a directory only with ensureUniqueDirectory "false"; they then share
         its quota too, and the largest one wins.
         """
-        if not file_snapshots.is_btrfs(fs_rec) or not file_btrfs.is_subvolume(fd):
+        if not snapshots.is_btrfs(fs_rec) or not btrfs.is_subvolume(fd):
             return
         sizes = [
             int(r["capacity_bytes"])
@@ -325,15 +325,15 @@ class LocalFileProvider:
         ]
         if extra is not None and extra.get("enforce_capacity"):
             sizes.append(int(extra["capacity_bytes"]))
-        file_btrfs.set_limit(fd, max(sizes) if sizes else None)
+        btrfs.set_limit(fd, max(sizes) if sizes else None)
 
     # -- restore -----------------------------------------------------------------------------
     def _move_restored(self, fs_rec: dict[str, Any], rec: dict[str, Any]) -> None:
         root = fs_rec["root"]
-        if file_tree.exists(root, rec["directory"]):
+        if tree.exists(root, rec["directory"]):
             return
         parent, name = _split(rec["directory"])
-        with file_tree.opened(root, file_snapshots.RESTORING_DIR) as staging, file_tree.opened(root, parent, create=True) as pfd:
+        with tree.opened(root, snapshots.RESTORING_DIR) as staging, tree.opened(root, parent, create=True) as pfd:
             try:
                 os.rename(rec["id"], name, src_dir_fd=staging, dst_dir_fd=pfd)
             except OSError as exc:
@@ -344,11 +344,11 @@ class LocalFileProvider:
                     ) from None
                 raise
         # The restored tree keeps its owner; an explicit uid/gid or the new mode apply to its top.
-        with file_tree.opened(root, rec["directory"]) as fd:
+        with tree.opened(root, rec["directory"]) as fd:
             st = os.fstat(fd)
             uid = int(rec["uid"]) if rec.get("explicit_uid") is not None else st.st_uid
             gid = int(rec["gid"]) if rec.get("explicit_gid") is not None else st.st_gid
-            file_tree.set_owner_mode(fd, uid, gid, int(rec["perms"]))
+            tree.set_owner_mode(fd, uid, gid, int(rec["perms"]))
         rec["created_dir"] = False  # owner and mode are settled; _finish must not reset them
 
     # -- delete ------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ class LocalFileProvider:
                 # so a refused delete leaves the access point as it was.
                 parent, _name = _split(rec["directory"])
                 with contextlib.suppress(FileNotFoundError):
-                    file_tree.exists(fs_rec["root"], parent)
+                    tree.exists(fs_rec["root"], parent)
             if rec.get("state") != "deleting":
                 rec["state"] = "deleting"
                 self.registry.access_points.put(ap_id, rec)
@@ -385,24 +385,24 @@ class LocalFileProvider:
                 )
             elif not rec.get("delete_root_dir"):
                 with contextlib.suppress(FileNotFoundError, FailedPrecondition), \
-                        file_tree.opened(fs_rec["root"], rec["directory"]) as fd:
+                        tree.opened(fs_rec["root"], rec["directory"]) as fd:
                     # A quota that outlives its access point would still cap the kept directory.
                     if rec.get("enforce_capacity"):
                         self._apply_limit(fs_rec, rec["directory"], fd, without=ap_id)
             self.registry.access_points.delete(ap_id)
-        file_snapshots.empty_trash(fs_rec, trashed)
+        snapshots.empty_trash(fs_rec, trashed)
 
     def _trash(self, fs_rec: dict[str, Any], rec: dict[str, Any]) -> str:
         """Move the directory into the trash (O(1), under the lock); "" when there was nothing to move."""
         root = fs_rec["root"]
         parent, name = _split(rec["directory"])
         try:
-            with file_tree.opened(root, parent) as pfd:
+            with tree.opened(root, parent) as pfd:
                 try:
                     os.stat(name, dir_fd=pfd, follow_symlinks=False)
                 except FileNotFoundError:
                     return ""
-                with file_tree.opened(root, TRASH_DIR, create=True, parents_mode=0o700) as trash:
+                with tree.opened(root, TRASH_DIR, create=True, parents_mode=0o700) as trash:
                     entry = f"{rec['id']}-{time.time_ns()}"
                     try:
                         os.rename(name, entry, src_dir_fd=pfd, dst_dir_fd=trash)
@@ -410,7 +410,7 @@ class LocalFileProvider:
                         if exc.errno != errno.EXDEV:
                             raise
                         # Inside another subvolume: no rename across it; remove in place instead.
-                        file_snapshots.remove_directory(fs_rec, pfd, name)
+                        snapshots.remove_directory(fs_rec, pfd, name)
                         return ""
                     return entry
         except FileNotFoundError:
@@ -427,7 +427,7 @@ class LocalFileProvider:
             if rec.get("enforce_capacity"):
                 # Raise the limit before recording it: a crash between leaves the old size recorded
                 # with a larger quota, which the retried expand repeats harmlessly.
-                with file_tree.opened(fs_rec["root"], rec["directory"]) as fd:
+                with tree.opened(fs_rec["root"], rec["directory"]) as fd:
                     self._apply_limit(fs_rec, rec["directory"], fd, extra=rec)
             self.registry.access_points.put(ap_id, rec)
         return access_point_from_record(rec)

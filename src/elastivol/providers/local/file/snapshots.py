@@ -27,15 +27,15 @@ from elastivol import crashpoints, ids
 from elastivol.domain import Snapshot
 from elastivol.errors import Aborted, AlreadyExists, FailedPrecondition, Internal, NotFound
 from elastivol.params.file import RESERVED_TOP_DIR
-from elastivol.providers.local import file_btrfs, file_tree
-from elastivol.providers.local.file_registry import (
+from elastivol.providers.local.file import btrfs, tree
+from elastivol.providers.local.file.registry import (
     SNAPSHOTS_DIR,
     TRASH_DIR,
     FileRegistry,
     snapshot_from_record,
 )
 
-log = logging.getLogger("elastivol.providers.local.file_snapshots")
+log = logging.getLogger("elastivol.providers.local.file.snapshots")
 
 crashpoints.register("filesnapshot.after_record", "filesnapshot.after_copy")
 
@@ -49,7 +49,7 @@ def is_btrfs(fs_rec: dict[str, Any]) -> bool:
 def remove_directory(fs_rec: dict[str, Any], parent: int, name: str) -> None:
     """Remove ``name`` under ``parent``: a subvolume at once, anything else file by file."""
     try:
-        fd = os.open(name, file_tree.DIR_FLAGS, dir_fd=parent)
+        fd = os.open(name, tree.DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -58,24 +58,24 @@ def remove_directory(fs_rec: dict[str, Any], parent: int, name: str) -> None:
             return
         raise
     try:
-        subvolume = is_btrfs(fs_rec) and file_btrfs.is_subvolume(fd)
+        subvolume = is_btrfs(fs_rec) and btrfs.is_subvolume(fd)
     finally:
         os.close(fd)
     if subvolume:
         # O(1): the kernel's cleaner frees the extents in the background. It refuses a
         # subvolume holding other subvolumes (a pod may make some); rmtree handles those.
         try:
-            file_btrfs.delete_subvolume(parent, name)
+            btrfs.delete_subvolume(parent, name)
             return
         except Internal as exc:
             log.info("btrfs subvolume delete of %s failed (%s); removing it file by file", name, exc)
-    file_tree.remove_entry(parent, name)
+    tree.remove_entry(parent, name)
 
 
 def empty_trash(fs_rec: dict[str, Any], entry: str) -> None:
     """Remove ``entry`` (and leftovers of interrupted deletes) from the trash."""
     try:
-        with file_tree.opened(fs_rec["root"], TRASH_DIR) as trash:
+        with tree.opened(fs_rec["root"], TRASH_DIR) as trash:
             names = [entry] if entry else []
             with os.scandir(trash) as entries:
                 names += [e.name for e in entries if e.name != entry]
@@ -91,20 +91,20 @@ def empty_trash(fs_rec: dict[str, Any], entry: str) -> None:
 def copy_for_restore(fs_rec: dict[str, Any], snap: dict[str, Any], rec: dict[str, Any]) -> None:
     """Copy snapshot ``snap`` into the restore staging area for access point ``rec``."""
     root = fs_rec["root"]
-    if file_tree.exists(root, rec["directory"]):
+    if tree.exists(root, rec["directory"]):
         return  # moved in already by an earlier try
-    with file_tree.opened(root, RESTORING_DIR, create=True, parents_mode=0o700) as staging:
+    with tree.opened(root, RESTORING_DIR, create=True, parents_mode=0o700) as staging:
         remove_directory(fs_rec, staging, rec["id"])  # a partial copy from a crashed try
-        with file_tree.opened(root, snap["path"]) as src:
-            if is_btrfs(fs_rec) and file_btrfs.is_subvolume(src):
-                file_btrfs.snapshot(src, staging, rec["id"], readonly=False)
+        with tree.opened(root, snap["path"]) as src:
+            if is_btrfs(fs_rec) and btrfs.is_subvolume(src):
+                btrfs.snapshot(src, staging, rec["id"], readonly=False)
                 return
             if is_btrfs(fs_rec):
-                file_btrfs.create_subvolume(staging, rec["id"])
+                btrfs.create_subvolume(staging, rec["id"])
             else:
                 os.mkdir(rec["id"], 0o700, dir_fd=staging)
-            with file_tree.opened(root, f"{RESTORING_DIR}/{rec['id']}") as dst:
-                file_tree.clone_tree(src, dst)
+            with tree.opened(root, f"{RESTORING_DIR}/{rec['id']}") as dst:
+                tree.clone_tree(src, dst)
 
 
 class LocalFileSnapshots:
@@ -154,16 +154,16 @@ class LocalFileSnapshots:
             self.registry.snapshots.put(rec["id"], rec)
         crashpoints.hit("filesnapshot.after_record")
         root = fs_rec["root"]
-        with file_tree.opened(root, SNAPSHOTS_DIR, create=True, parents_mode=0o700) as snaps:
+        with tree.opened(root, SNAPSHOTS_DIR, create=True, parents_mode=0o700) as snaps:
             remove_directory(fs_rec, snaps, rec["id"])  # a partial copy from a crashed try
-            with file_tree.opened(root, ap["directory"]) as src:
-                if is_btrfs(fs_rec) and file_btrfs.is_subvolume(src):
-                    file_btrfs.snapshot(src, snaps, rec["id"], readonly=True)
+            with tree.opened(root, ap["directory"]) as src:
+                if is_btrfs(fs_rec) and btrfs.is_subvolume(src):
+                    btrfs.snapshot(src, snaps, rec["id"], readonly=True)
                     rec["consistency"] = "crash"  # one atomic point in time, like a power cut
                 else:
                     os.mkdir(rec["id"], 0o700, dir_fd=snaps)
-                    with file_tree.opened(root, rec["path"]) as dst:
-                        stats = file_tree.clone_tree(src, dst)
+                    with tree.opened(root, rec["path"]) as dst:
+                        stats = tree.clone_tree(src, dst)
                     rec["consistency"] = "per-file"  # each file is whole, but copied at its own moment
                     rec["files"] = stats.files
                     rec["full_copies"] = stats.full_copies
@@ -185,7 +185,7 @@ class LocalFileSnapshots:
         rec["state"] = "deleting"
         self.registry.snapshots.put(snapshot_id, rec)
         with contextlib.suppress(FileNotFoundError), \
-                file_tree.opened(fs_rec["root"], SNAPSHOTS_DIR) as snaps:
+                tree.opened(fs_rec["root"], SNAPSHOTS_DIR) as snaps:
             remove_directory(fs_rec, snaps, rec["id"])
         self.registry.snapshots.delete(snapshot_id)
 

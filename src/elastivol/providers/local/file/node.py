@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.node import mount as hostmount
 from elastivol.providers.file import AccessPoint, FileSystem, FileUsage
-from elastivol.providers.local import file_btrfs, file_tree
-from elastivol.providers.local.file_registry import FileRegistry
-from elastivol.providers.local.file_usage import UsageWalker
+from elastivol.providers.local.file import btrfs, tree
+from elastivol.providers.local.file.registry import FileRegistry
+from elastivol.providers.local.file.usage import UsageWalker
 
-log = logging.getLogger("elastivol.providers.local.file_node")
+log = logging.getLogger("elastivol.providers.local.file.node")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class LocalFileNode:
         relative = self._relative(access_point, subpath)
         with contextlib.ExitStack() as stack:
             try:
-                fd = stack.enter_context(file_tree.opened(fs.root, relative))
+                fd = stack.enter_context(tree.opened(fs.root, relative))
             except FileNotFoundError as exc:
                 raise self._missing(fs, relative, access_point, subpath, exc.filename) from None
             self._bind(fd, fs, relative, target, readonly, mount_options)
@@ -125,7 +125,7 @@ class LocalFileNode:
         """Other mounts of the same directory below ``roots`` (for ReadWriteOncePod)."""
         fs = self.registry.get_filesystem(fs_id)
         try:
-            with file_tree.opened(fs.root, self._relative(access_point, subpath)) as fd:
+            with tree.opened(fs.root, self._relative(access_point, subpath)) as fd:
                 st = os.fstat(fd)
         except FileNotFoundError:
             return []
@@ -142,7 +142,7 @@ class LocalFileNode:
         """Whether ``path`` is the volume's directory (the same inode), as a stats call must check."""
         fs = self.registry.get_filesystem(fs_id)
         try:
-            with file_tree.opened(fs.root, self._relative(access_point, subpath)) as fd:
+            with tree.opened(fs.root, self._relative(access_point, subpath)) as fd:
                 st = os.fstat(fd)
         except FileNotFoundError:
             return False
@@ -180,16 +180,16 @@ class LocalFileNode:
         walked = self.walker.usage(path)
         return FileUsage(total, walked.used_bytes, available, inodes[0], walked.inodes, inodes[2], exact=walked.exact)
 
-    def _quota(self, fs_id: str, access_point: AccessPoint | None) -> file_btrfs.QuotaUsage | None:
+    def _quota(self, fs_id: str, access_point: AccessPoint | None) -> btrfs.QuotaUsage | None:
         if access_point is None:
             return None
         try:
             fs_rec = self.registry.filesystem_record(fs_id)
             if fs_rec.get("fs_type") != "btrfs":
                 return None
-            with file_tree.opened(fs_rec["root"], access_point.directory) as fd:
-                if not file_btrfs.is_subvolume(fd):
+            with tree.opened(fs_rec["root"], access_point.directory) as fd:
+                if not btrfs.is_subvolume(fd):
                     return None
-                return file_btrfs.quota_usage(fd)
+                return btrfs.quota_usage(fd)
         except (OSError, FailedPrecondition, NotFound):
             return None
