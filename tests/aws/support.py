@@ -33,7 +33,7 @@ from elastivol.node import loop, mount
 from elastivol.process import ServerProcess
 from elastivol.providers.aws.awsmetrics import AwsMetrics
 from elastivol.providers.aws.clients import AwsClients
-from elastivol.providers.aws.nvme import BY_ID_PREFIX, serial_of
+from elastivol.providers.aws.node.nvme import BY_ID_PREFIX, serial_of
 from elastivol.providers.aws.settings import AwsSettings
 from tests.support import SERVE_MODULE, serve_env
 from tests.support.aws_faults import FaultConfig, FaultLayer

@@ -20,7 +20,7 @@ from elastivol.client import volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import fs as hostfs
 from elastivol.node import mount as hostmount
-from elastivol.providers.aws.ebs_model import client_token
+from elastivol.providers.aws.controller.ebs_model import client_token
 from tests.aws.support import ZONE_A, AwsServer, Disks, FakeImds, Moto, start_server
 from tests.helpers import Vol, expect_error, new_volume
 

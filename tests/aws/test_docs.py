@@ -16,7 +16,7 @@ _METHOD = re.compile(r"self\.(?:ec2|efs)\.([a-z_]+)\(")
 def called() -> dict[str, set[str]]:
     """API operations per IAM prefix, found in the provider's source."""
     found: dict[str, set[str]] = {"ec2": set(), "elasticfilesystem": set()}
-    for path in CODE.glob("*.py"):
+    for path in CODE.rglob("*.py"):
         text = path.read_text()
         prefix = "elasticfilesystem" if path.name.startswith("efs") else "ec2"
         found[prefix] |= set(_CALL.findall(text))

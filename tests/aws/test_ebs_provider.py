@@ -20,8 +20,8 @@ from elastivol.errors import (
     Unavailable,
 )
 from elastivol.params.block import parse_block_parameters
-from elastivol.providers.aws.ebs import EbsProvider
-from elastivol.providers.aws.ebs_model import CLONE_SOURCE_TAG, CLUSTER_TAG, NAME_TAG
+from elastivol.providers.aws.controller.ebs import EbsProvider
+from elastivol.providers.aws.controller.ebs_model import CLONE_SOURCE_TAG, CLUSTER_TAG, NAME_TAG
 from elastivol.providers.block import VolumeSpec
 from elastivol.units import GiB
 from tests.aws.support import ZONE_A, ZONE_B, Moto, make_clients

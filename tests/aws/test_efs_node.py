@@ -14,8 +14,8 @@ import pytest
 from elastivol.errors import AlreadyExists, InvalidArgument
 from elastivol.node import mount as hostmount
 from elastivol.node.paths import PathGuard
-from elastivol.providers.aws.efs_node import EfsNodeProvider
 from elastivol.providers.aws.mounter import HostMounter, MountRequest, check_nfs_mount
+from elastivol.providers.aws.node.efs import EfsNodeProvider
 from elastivol.providers.file import AccessPoint
 from tests.integration.node.test_mount_safety import findmnt_options
 from tests.support.efs import RecordingMounter

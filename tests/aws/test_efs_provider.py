@@ -13,7 +13,8 @@ import pytest
 from elastivol.domain import AccessPointSpec
 from elastivol.errors import AlreadyExists, Exhausted, InvalidArgument, PermissionDenied
 from elastivol.params.file import access_point_spec, parse_file_parameters
-from elastivol.providers.aws.efs import CAPACITY_TAG, EfsProvider
+from elastivol.providers.aws.controller.efs import EfsProvider
+from elastivol.providers.aws.efs_model import CAPACITY_TAG
 from elastivol.providers.aws.mounter import MountRequest
 from tests.aws.support import Moto, make_clients
 from tests.support.aws_faults import FaultConfig

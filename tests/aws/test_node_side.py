@@ -10,7 +10,7 @@ import pytest
 
 from elastivol.errors import FailedPrecondition, NotFound
 from elastivol.providers.aws.imds import Imds, resolve_identity
-from elastivol.providers.aws.nvme import BY_ID_PREFIX, EbsNodeProvider, serial_of
+from elastivol.providers.aws.node.nvme import BY_ID_PREFIX, EbsNodeProvider, serial_of
 from elastivol.providers.aws.settings import AwsSettings
 from tests.aws.support import FakeImds
 

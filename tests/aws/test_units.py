@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from elastivol.errors import Exhausted, FailedPrecondition, InvalidArgument, NotFound
-from elastivol.providers.aws.batcher import Batcher
-from elastivol.providers.aws.devices import NAMES, DeviceAllocator
-from elastivol.providers.aws.ebs_model import NAME_TAG, tag_list
-from elastivol.providers.aws.gid import GidAllocator
+from elastivol.providers.aws.controller.batcher import Batcher
+from elastivol.providers.aws.controller.devices import NAMES, DeviceAllocator
+from elastivol.providers.aws.controller.ebs_model import NAME_TAG, tag_list
+from elastivol.providers.aws.controller.gid import GidAllocator
+from elastivol.providers.aws.controller.modify import ModifyCoalescer
 from elastivol.providers.aws.limits import max_volumes
-from elastivol.providers.aws.modify import ModifyCoalescer
 from elastivol.providers.aws.mounter import HostMounter, MountRequest, mount_command
 from elastivol.providers.file import AccessPoint
 

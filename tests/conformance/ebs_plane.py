@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from elastivol.node import loop
-from elastivol.providers.aws.ebs_model import CLUSTER_TAG
+from elastivol.providers.aws.controller.ebs_model import CLUSTER_TAG
 from tests.aws.support import Disks
 
 

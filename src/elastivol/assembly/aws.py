@@ -60,8 +60,8 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
     from elastivol.drivers.block.controller import BlockController
     from elastivol.drivers.block.node import BlockNode
     from elastivol.drivers.identity import Identity
-    from elastivol.providers.aws.ebs import EbsProvider
-    from elastivol.providers.aws.nvme import EbsNodeProvider
+    from elastivol.providers.aws.controller.ebs import EbsProvider
+    from elastivol.providers.aws.node.nvme import EbsNodeProvider
 
     provider = None
     if config.controller:
@@ -87,8 +87,8 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
     from elastivol.drivers.file.controller import FileController
     from elastivol.drivers.file.node import FileNode
     from elastivol.drivers.identity import Identity
-    from elastivol.providers.aws.efs import EfsProvider
-    from elastivol.providers.aws.efs_node import EfsCatalog, EfsNodeProvider
+    from elastivol.providers.aws.controller.efs import EfsProvider
+    from elastivol.providers.aws.node.efs import EfsCatalog, EfsNodeProvider
 
     provider = None
     if config.controller:

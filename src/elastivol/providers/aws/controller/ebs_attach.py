@@ -9,12 +9,12 @@ from typing import Any
 from elastivol import crashpoints
 from elastivol.errors import Exhausted, FailedPrecondition, InUse, InvalidArgument, NotFound, Unavailable
 from elastivol.providers.aws.awserrors import call, code_of
-from elastivol.providers.aws.devices import DeviceAllocator
-from elastivol.providers.aws.ebs_model import ATTACHED_STATES
-from elastivol.providers.aws.ec2view import Ec2View, Obj
+from elastivol.providers.aws.controller.devices import DeviceAllocator
+from elastivol.providers.aws.controller.ebs_model import ATTACHED_STATES
+from elastivol.providers.aws.controller.ec2view import Ec2View, Obj
+from elastivol.providers.aws.controller.waits import poll
 from elastivol.providers.aws.limits import max_volumes
 from elastivol.providers.aws.settings import AwsSettings
-from elastivol.providers.aws.waits import poll
 
 log = logging.getLogger("elastivol.aws.attach")
 

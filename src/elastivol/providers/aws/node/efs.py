@@ -10,7 +10,7 @@ from elastivol.errors import InvalidArgument, NotFound, PermissionDenied, Unauth
 from elastivol.node import mount as hostmount
 from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.awserrors import call
-from elastivol.providers.aws.efs import to_access_point
+from elastivol.providers.aws.efs_model import to_access_point
 from elastivol.providers.aws.mounter import Mounter, MountRequest
 from elastivol.providers.file import AccessPoint, FileSystem, FileUsage
 

@@ -10,10 +10,10 @@ from typing import Any
 from elastivol.domain import Snapshot
 from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, NotFound, Unavailable
 from elastivol.providers.aws.awserrors import call, code_of
-from elastivol.providers.aws.ebs_model import CLUSTER_TAG, SNAPSHOT_NAME_TAG, tag_list, to_snapshot
-from elastivol.providers.aws.ec2view import Ec2View, Obj
+from elastivol.providers.aws.controller.ebs_model import CLUSTER_TAG, SNAPSHOT_NAME_TAG, tag_list, to_snapshot
+from elastivol.providers.aws.controller.ec2view import Ec2View, Obj
+from elastivol.providers.aws.controller.waits import poll
 from elastivol.providers.aws.settings import AwsSettings
-from elastivol.providers.aws.waits import poll
 
 log = logging.getLogger("elastivol.aws.snapshots")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from elastivol.errors import NotFound
 from elastivol.providers.aws.awserrors import call
-from elastivol.providers.aws.batcher import Batcher
+from elastivol.providers.aws.controller.batcher import Batcher
 from elastivol.providers.aws.settings import AwsSettings
 
 Obj = dict[str, Any]

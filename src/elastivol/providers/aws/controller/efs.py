@@ -37,52 +37,27 @@ from elastivol.errors import (
 from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.aws.awserrors import call, code_of
 from elastivol.providers.aws.clients import AwsClients
-from elastivol.providers.aws.ebs_model import client_token, tag_list
-from elastivol.providers.aws.gid import GidAllocator
+from elastivol.providers.aws.controller.ebs_model import client_token, tag_list
+from elastivol.providers.aws.controller.gid import GidAllocator
+from elastivol.providers.aws.controller.waits import poll
+from elastivol.providers.aws.efs_model import (
+    BASE_PATH_TAG,
+    CAPACITY_TAG,
+    CLUSTER_TAG,
+    DELETE_ROOT_TAG,
+    NAME_TAG,
+    REUSE_TAG,
+    Obj,
+    _tags,
+    to_access_point,
+)
 from elastivol.providers.aws.mounter import Mounter, MountRequest, remove_tree
 from elastivol.providers.aws.settings import AwsSettings
-from elastivol.providers.aws.waits import poll
 from elastivol.providers.file import AccessPoint, FileSystem
 
 log = logging.getLogger("elastivol.aws.efs")
 
 crashpoints.register("aws.efs.after_create")
-
-NAME_TAG = "CSIVolumeName"
-CLUSTER_TAG = "elastivol.io/cluster"
-CAPACITY_TAG = "elastivol.io/capacity-bytes"
-DELETE_ROOT_TAG = "elastivol.io/delete-root-dir"
-REUSE_TAG = "elastivol.io/reuse-key"
-BASE_PATH_TAG = "elastivol.io/base-path"
-Obj = dict[str, Any]
-
-
-def _tags(obj: Obj) -> dict[str, str]:
-    return {str(t["Key"]): str(t.get("Value", "")) for t in obj.get("Tags", []) or []}
-
-
-def to_access_point(ap: Obj) -> AccessPoint:
-    tags = _tags(ap)
-    posix = ap.get("PosixUser", {}) or {}
-    root = ap.get("RootDirectory", {}) or {}
-    info = root.get("CreationInfo", {}) or {}
-    try:
-        perms = int(str(info.get("Permissions", "0")), 8)
-    except ValueError:
-        perms = 0
-    return AccessPoint(
-        id=str(ap["AccessPointId"]),
-        fs_id=str(ap["FileSystemId"]),
-        name=tags.get(NAME_TAG, tags.get("Name", "")),
-        directory=str(root.get("Path", "/")),
-        uid=int(posix.get("Uid", 0)),
-        gid=int(posix.get("Gid", 0)),
-        perms=perms,
-        capacity_bytes=int(tags.get(CAPACITY_TAG, "0") or 0),
-        delete_root_dir=tags.get(DELETE_ROOT_TAG) == "true",
-        tags=tags,
-    )
-
 
 class EfsProvider:
     PAGE = 100  # DescribeAccessPoints page size (EFS's largest)

@@ -35,15 +35,15 @@ from elastivol.errors import (
     Unavailable,
 )
 from elastivol.params.block import parse_block_parameters, recompute_for_resize, resolve_performance
-from elastivol.providers.aws import ebs_model as model
 from elastivol.providers.aws.awserrors import call, code_of, translate
 from elastivol.providers.aws.clients import AwsClients
-from elastivol.providers.aws.ebs_attach import Attacher
-from elastivol.providers.aws.ebs_snapshots import Snapshots
-from elastivol.providers.aws.ec2view import Ec2View, Obj
-from elastivol.providers.aws.modify import ModifyCoalescer
+from elastivol.providers.aws.controller import ebs_model as model
+from elastivol.providers.aws.controller.ebs_attach import Attacher
+from elastivol.providers.aws.controller.ebs_snapshots import Snapshots
+from elastivol.providers.aws.controller.ec2view import Ec2View, Obj
+from elastivol.providers.aws.controller.modify import ModifyCoalescer
+from elastivol.providers.aws.controller.waits import poll
 from elastivol.providers.aws.settings import AwsSettings
-from elastivol.providers.aws.waits import poll
 from elastivol.providers.block import Volume, VolumeSpec
 from elastivol.units import GiB
 
