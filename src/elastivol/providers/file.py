@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from elastivol.domain import AccessPointSpec, Health, Snapshot
+from elastivol.errors import AlreadyExists
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,24 @@ class FileNodeProvider(Protocol):
     ) -> None: ...
     def unpublish(self, target: str) -> None: ...
     def usage(self, fs_id: str, access_point: AccessPoint | None, path: str) -> FileUsage: ...
+
+
+def check_reusable(ap_id: str, directory: str, uid: int, gid: int, spec: AccessPointSpec) -> None:
+    """reuseAccessPoint: the PVC's existing access point is given back only while the StorageClass
+    still describes it (under basePath, its gid and uid); AlreadyExists says what no longer fits."""
+    base = posixpath.normpath("/" + spec.base_path.lstrip("/"))
+    problems = []
+    if directory != base and not directory.startswith(base.rstrip("/") + "/"):
+        problems.append(f"its directory {directory} is not under basePath {spec.base_path}")
+    if spec.gid is not None:
+        if gid != spec.gid:
+            problems.append(f"its gid {gid} is not the StorageClass gid {spec.gid}")
+    elif not spec.gid_range[0] <= gid <= spec.gid_range[1]:
+        problems.append(f"its gid {gid} is outside gidRange {spec.gid_range[0]}-{spec.gid_range[1]}")
+    if spec.uid is not None and uid != spec.uid:
+        problems.append(f"its uid {uid} is not the StorageClass uid {spec.uid}")
+    if problems:
+        raise AlreadyExists(
+            f"reuseAccessPoint found access point {ap_id} for this PVC, but {'; '.join(problems)}: fix the "
+            "StorageClass, or delete that access point's volume"
+        )

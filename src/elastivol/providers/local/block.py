@@ -35,7 +35,7 @@ from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.params.block import parse_block_parameters, same_request, to_record
 from elastivol.providers.block import Volume, VolumeSpec
-from elastivol.providers.local.pool import ATTACH_LOCK, SPACE_LOCK, Pool
+from elastivol.providers.local.pool import ATTACH_LOCK, SPACE_LOCK, Pool, snapshot_from_record
 
 log = logging.getLogger("elastivol.providers.local.block")
 
@@ -78,19 +78,6 @@ def _volume_from_record(rec: dict[str, Any], image: Path) -> Volume:
         ),
         abnormal=abnormal,
         extra={k: str(v) for k, v in rec.get("performance", {}).items()},
-    )
-
-
-def _snapshot_from_record(rec: dict[str, Any]) -> Snapshot:
-    return Snapshot(
-        id=rec["id"],
-        name=rec["name"],
-        source_volume_id=rec["source_volume_id"],
-        size_bytes=int(rec["size_bytes"]),
-        created_at=float(rec["created_at"]),
-        ready=rec.get("state") == "ready",
-        consistency=rec.get("consistency", "crash"),
-        tags=dict(rec.get("tags", {})),
     )
 
 
@@ -479,7 +466,7 @@ class LocalBlockProvider:
                     f"{existing['source_volume_id']}, not {source_volume_id}"
                 )
             if existing.get("state") == "ready":
-                return _snapshot_from_record(existing)
+                return snapshot_from_record(existing)
             # A half-made snapshot with this name: finish it below under the same id.
             snapshot_id = existing["id"]
         else:
@@ -507,7 +494,7 @@ class LocalBlockProvider:
             crashpoints.hit("snapshot.after_copy")
             rec.update(state="ready", consistency=consistency, method=method)
             self.pool.snapshots.put(snapshot_id, rec)
-        return _snapshot_from_record(rec)
+        return snapshot_from_record(rec)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         if not ids.is_snapshot_id(snapshot_id):
@@ -521,10 +508,10 @@ class LocalBlockProvider:
         rec = self.pool.snapshots.get(snapshot_id) if ids.is_snapshot_id(snapshot_id) else None
         if rec is None:
             raise NotFound(f"snapshot {snapshot_id} does not exist")
-        return _snapshot_from_record(rec)
+        return snapshot_from_record(rec)
 
     def list_snapshots(self) -> list[Snapshot]:
         recs = [r for r in self.pool.snapshots.all() if r.get("state") == "ready"]
-        return sorted((_snapshot_from_record(r) for r in recs), key=lambda s: (s.created_at, s.id))
+        return sorted((snapshot_from_record(r) for r in recs), key=lambda s: (s.created_at, s.id))
 
 

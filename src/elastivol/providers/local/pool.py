@@ -26,9 +26,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from elastivol import ids
-from elastivol.domain import Health
+from elastivol.domain import Health, Snapshot
 from elastivol.errors import Exhausted, FailedPrecondition, InvalidArgument, Unavailable
 from elastivol.node import copy as hostcopy
 from elastivol.node import fs as hostfs
@@ -267,12 +268,8 @@ class Pool:
         this lock exclusively, so they never mistake another process's running create for the
         leftover of a crash. The kernel drops the lock when its holder dies.
         """
-        fd = os.open(self.lock_dir / OPERATIONS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+        with _flocked(self.lock_dir / OPERATIONS_LOCK, fcntl.LOCK_SH):
             yield
-        finally:
-            os.close(fd)
 
     @contextlib.contextmanager
     def quiesced(self) -> Iterator[bool]:
@@ -295,12 +292,8 @@ class Pool:
         Each call opens its own descriptor, and flocks on different open files exclude each
         other, so threads of one process queue on it as other processes do.
         """
-        fd = os.open(self.lock_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _flocked(self.lock_dir / name, fcntl.LOCK_EX):
             yield
-        finally:
-            os.close(fd)
 
     def reservation_path(self, key: str) -> Path:
         return self.images / f"{key}{RESERVATION_SUFFIX}"
@@ -452,3 +445,28 @@ class Pool:
         health = self.health()
         if not health.ready:
             raise Unavailable(health.reason)
+
+
+def snapshot_from_record(rec: dict[str, Any]) -> Snapshot:
+    """A snapshot record of the pool (a block volume's or an access point's) as the domain's Snapshot."""
+    return Snapshot(
+        id=rec["id"],
+        name=rec["name"],
+        source_volume_id=rec["source_volume_id"],
+        size_bytes=int(rec["size_bytes"]),
+        created_at=float(rec["created_at"]),
+        ready=rec.get("state") == "ready",
+        consistency=str(rec.get("consistency", "crash")),
+        tags=dict(rec.get("tags", {})),
+    )
+
+
+@contextlib.contextmanager
+def _flocked(path: Path, operation: int) -> Iterator[None]:
+    """Hold a flock on ``path`` (created if missing) through its own descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +30,6 @@ from elastivol.errors import (
     NotFound,
     OutOfRange,
     PermissionDenied,
-    Unauthenticated,
     Unavailable,
 )
 from elastivol.params.block import parse_block_parameters, recompute_for_resize, resolve_performance
@@ -42,6 +40,7 @@ from elastivol.providers.aws.controller.ebs_attach import Attacher
 from elastivol.providers.aws.controller.ebs_snapshots import Snapshots
 from elastivol.providers.aws.controller.ec2view import Ec2View, Obj
 from elastivol.providers.aws.controller.modify import ModifyCoalescer
+from elastivol.providers.aws.controller.probe import CachedProbe
 from elastivol.providers.aws.controller.waits import poll
 from elastivol.providers.aws.settings import AwsSettings
 from elastivol.providers.block import Volume, VolumeSpec
@@ -80,34 +79,27 @@ class EbsProvider:
         self.modifier = ModifyCoalescer(self._send_modify, settings.modify_window)
         self._zones = list(zones or [])
         self._lock = threading.Lock()
-        self._probe: tuple[float, Health | ElastivolError] | None = None
+        self._probe = CachedProbe(settings.probe_cache, "EBS volumes", fatal=(InvalidArgument,))
         self._copy_offered: bool | None = None if settings.clone == "auto" else settings.clone == "copy"
 
     # -- health and topology ----------------------------------------------------------------
     def health(self) -> Health:
         """A DryRun CreateVolume: proves credentials and the most important permission at once."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._probe
-        if cached is not None and now < cached[0]:
-            return _health_or_raise(cached[1])
-        result: Health | ElastivolError
+        return self._probe(self._dry_run_create)
+
+    def _dry_run_create(self) -> Health | ElastivolError:
         try:
             self.ec2.create_volume(
                 DryRun=True, AvailabilityZone=self.zones()[0], Size=1, VolumeType="gp3",
                 TagSpecifications=[{"ResourceType": "volume", "Tags": model.tag_list({model.CLUSTER_TAG: self.cluster_id})}],
             )
-            result = Health(True)
+            return Health(True)
         except bce.ClientError as exc:
-            result = Health(True) if code_of(exc) == "DryRunOperation" else translate(exc, "ec2", "CreateVolume")
+            return Health(True) if code_of(exc) == "DryRunOperation" else translate(exc, "ec2", "CreateVolume")
         except bce.BotoCoreError as exc:
-            result = translate(exc, "ec2", "CreateVolume")
+            return translate(exc, "ec2", "CreateVolume")
         except ElastivolError as exc:  # zones() could not be listed
-            result = exc
-        ttl = self.settings.probe_cache if isinstance(result, Health) else min(5.0, self.settings.probe_cache)
-        with self._lock:
-            self._probe = (now + ttl, result)
-        return _health_or_raise(result)
+            return exc
 
     def zones(self) -> list[str]:
         with self._lock:
@@ -451,17 +443,3 @@ class EbsProvider:
 
     def list_snapshots(self) -> list[Snapshot]:
         return self.snaps.list()
-
-
-def _health_or_raise(result: Health | ElastivolError) -> Health:
-    """Credential and permission problems fail the Probe with their message; the rest is "not ready"."""
-    if isinstance(result, Health):
-        return result
-    prefix = "the controller cannot manage EBS volumes: "
-    if isinstance(result, Unauthenticated):
-        raise Unauthenticated(prefix + result.message)
-    if isinstance(result, PermissionDenied):
-        raise PermissionDenied(prefix + result.message)
-    if isinstance(result, InvalidArgument):
-        raise InvalidArgument(prefix + result.message)
-    return Health(False, result.message)

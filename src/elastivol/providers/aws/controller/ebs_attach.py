@@ -110,12 +110,9 @@ class Attacher:
                 "the node plugin reach IMDS (instance metadata hop limit 2, or hostNetwork) or pass the instance id"
             )
         volume = self._volume(volume_id)
-        mine = _attachment(volume, instance_id)
-        if mine is not None and mine.get("State") in ATTACHED_STATES:
-            device = str(mine.get("Device", ""))
-            self._wait_attached(volume_id, instance_id, device)
-            return {"devicePath": device}
-        self._refuse_if_elsewhere(volume, instance_id)
+        here = self._attached_here(volume, volume_id, instance_id)
+        if here is not None:
+            return here
         instance, claimed = self._admit(instance_id, volume_id)
         try:
             return self._attach_admitted(volume, instance, volume_id, instance_id)
@@ -177,15 +174,23 @@ class Attacher:
             node=str(other["InstanceId"]),
         )
 
-    def _attached_anyway(self, volume_id: str, instance_id: str, exc: InUse) -> dict[str, str]:
-        """AttachVolume said VolumeInUse: fine if it is (being) attached here, a conflict otherwise."""
-        volume = self._volume(volume_id)
+    def _attached_here(self, volume: Obj, volume_id: str, instance_id: str) -> dict[str, str] | None:
+        """The publish context when ``volume`` is (being) attached to this instance; InUse when it is
+        attached to another; None when it is attached nowhere."""
         mine = _attachment(volume, instance_id)
         if mine is not None and mine.get("State") in ATTACHED_STATES:
             device = str(mine.get("Device", ""))
             self._wait_attached(volume_id, instance_id, device)
             return {"devicePath": device}
         self._refuse_if_elsewhere(volume, instance_id)
+        return None
+
+    def _attached_anyway(self, volume_id: str, instance_id: str, exc: InUse) -> dict[str, str]:
+        """AttachVolume said VolumeInUse: fine if it is (being) attached here, a conflict otherwise."""
+        volume = self._volume(volume_id)
+        here = self._attached_here(volume, volume_id, instance_id)
+        if here is not None:
+            return here
         raise InUse(f"volume {volume_id} could not be attached to {instance_id}: {exc.message}", node=exc.node) from exc
 
     def _wait_attached(self, volume_id: str, instance_id: str, device: str) -> None:

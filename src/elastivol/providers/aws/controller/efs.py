@@ -15,7 +15,6 @@ import os
 import posixpath
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +28,6 @@ from elastivol.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
-    Unauthenticated,
     Unavailable,
     Unimplemented,
 )
@@ -39,6 +36,7 @@ from elastivol.providers.aws.awserrors import call, code_of
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.controller.ebs_model import client_token, tag_list
 from elastivol.providers.aws.controller.gid import GidAllocator
+from elastivol.providers.aws.controller.probe import CachedProbe
 from elastivol.providers.aws.controller.waits import poll
 from elastivol.providers.aws.efs_model import (
     BASE_PATH_TAG,
@@ -53,7 +51,7 @@ from elastivol.providers.aws.efs_model import (
 )
 from elastivol.providers.aws.mounter import Mounter, MountRequest, remove_tree
 from elastivol.providers.aws.settings import AwsSettings
-from elastivol.providers.file import AccessPoint, FileSystem
+from elastivol.providers.file import AccessPoint, FileSystem, check_reusable
 
 log = logging.getLogger("elastivol.aws.efs")
 
@@ -73,7 +71,7 @@ class EfsProvider:
         self.work_dir = work_dir
         self.gids = GidAllocator()
         self._lock = threading.Lock()
-        self._probe: tuple[float, Health | ElastivolError] | None = None
+        self._probe = CachedProbe(settings.probe_cache, "EFS access points")
 
     # -- reading ----------------------------------------------------------------------------
     def _pages(self, operation: str, key: str, token_in: str, token_out: str, **params: Any) -> Iterator[Obj]:
@@ -99,21 +97,14 @@ class EfsProvider:
         return found[0] if found else None
 
     def health(self) -> Health:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._probe
-        if cached is not None and now < cached[0]:
-            return _health_or_raise(cached[1])
-        result: Health | ElastivolError
+        return self._probe(self._describe_one)
+
+    def _describe_one(self) -> Health | ElastivolError:
         try:
             call(self.efs, "DescribeFileSystems", MaxItems=1)
-            result = Health(True)
+            return Health(True)
         except ElastivolError as exc:
-            result = exc
-        ttl = self.settings.probe_cache if isinstance(result, Health) else min(5.0, self.settings.probe_cache)
-        with self._lock:
-            self._probe = (now + ttl, result)
-        return _health_or_raise(result)
+            return exc
 
     def get_filesystem(self, fs_id: str) -> FileSystem:
         try:
@@ -152,7 +143,9 @@ class EfsProvider:
         if spec.reuse and spec.reuse_key:
             for ap in existing:
                 if _tags(ap).get(REUSE_TAG) == spec.reuse_key:
-                    return _reusable(to_access_point(ap), spec)
+                    found = to_access_point(ap)
+                    check_reusable(found.id, found.directory, found.uid, found.gid, spec)
+                    return found
         if spec.gid is not None:
             return self._create(spec, spec.gid)
         with self.gids.allocate(spec.fs_id, spec.gid_range, lambda: self._used_gids(spec.fs_id)) as gid:
@@ -307,25 +300,6 @@ def _inside(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _reusable(found: AccessPoint, spec: AccessPointSpec) -> AccessPoint:
-    """reuseAccessPoint: the PVC's access point, if the StorageClass still describes it (as locally)."""
-    problems = []
-    if not _inside(found.directory, posixpath.normpath("/" + spec.base_path.lstrip("/"))):
-        problems.append(f"its directory {found.directory} is not under basePath {spec.base_path}")
-    if spec.gid is not None and found.gid != spec.gid:
-        problems.append(f"its gid {found.gid} is not the StorageClass gid {spec.gid}")
-    elif spec.gid is None and not spec.gid_range[0] <= found.gid <= spec.gid_range[1]:
-        problems.append(f"its gid {found.gid} is outside gidRange {spec.gid_range[0]}-{spec.gid_range[1]}")
-    if spec.uid is not None and found.uid != spec.uid:
-        problems.append(f"its uid {found.uid} is not the StorageClass uid {spec.uid}")
-    if problems:
-        raise AlreadyExists(
-            f"reuseAccessPoint found access point {found.id} for this PVC, but {'; '.join(problems)}: fix the "
-            "StorageClass, or delete that access point's volume"
-        )
-    return found
-
-
 def _filesystem(f: Obj) -> FileSystem:
     created = f.get("CreationTime")
     return FileSystem(
@@ -334,13 +308,3 @@ def _filesystem(f: Obj) -> FileSystem:
         root="",
         created_at=created.timestamp() if isinstance(created, datetime) else 0.0,
     )
-
-
-def _health_or_raise(result: Health | ElastivolError) -> Health:
-    if isinstance(result, Health):
-        return result
-    if isinstance(result, Unauthenticated):
-        raise Unauthenticated(f"the controller cannot manage EFS access points: {result.message}")
-    if isinstance(result, PermissionDenied):
-        raise PermissionDenied(f"the controller cannot manage EFS access points: {result.message}")
-    return Health(False, result.message)

@@ -39,7 +39,7 @@ from elastivol.errors import (
     Unavailable,
 )
 from elastivol.params.file import RESERVED_TOP_DIR
-from elastivol.providers.file import AccessPoint, FileSystem
+from elastivol.providers.file import AccessPoint, FileSystem, check_reusable
 from elastivol.providers.local.file import btrfs, snapshots, tree
 from elastivol.providers.local.file.registry import (
     TRASH_DIR,
@@ -189,7 +189,7 @@ class LocalFileProvider:
         if spec.reuse and spec.reuse_key:
             for existing in records:
                 if existing.get("reuse_key") == spec.reuse_key and existing.get("state") == "ready":
-                    self._check_reusable(existing, spec)
+                    check_reusable(existing["id"], existing["directory"], int(existing["uid"]), int(existing["gid"]), spec)
                     return existing
         _split(spec.directory)  # never the root, never elastivol's own directory
         exists = tree.exists(fs_rec["root"], spec.directory)
@@ -261,24 +261,6 @@ class LocalFileProvider:
             raise AlreadyExists(
                 f"a volume named {spec.name!r} already exists as access point {rec['id']} with different settings "
                 f"({'; '.join(differences)}); use another name or delete that volume"
-            )
-
-    @staticmethod
-    def _check_reusable(rec: dict[str, Any], spec: AccessPointSpec) -> None:
-        problems = []
-        if not _inside(rec["directory"], spec.base_path):
-            problems.append(f"its directory {rec['directory']} is not under basePath {spec.base_path}")
-        if spec.gid is not None:
-            if int(rec["gid"]) != spec.gid:
-                problems.append(f"its gid {rec['gid']} is not the StorageClass gid {spec.gid}")
-        elif not spec.gid_range[0] <= int(rec["gid"]) <= spec.gid_range[1]:
-            problems.append(f"its gid {rec['gid']} is outside gidRange {spec.gid_range[0]}-{spec.gid_range[1]}")
-        if spec.uid is not None and int(rec["uid"]) != spec.uid:
-            problems.append(f"its uid {rec['uid']} is not the StorageClass uid {spec.uid}")
-        if problems:
-            raise AlreadyExists(
-                f"reuseAccessPoint found access point {rec['id']} for this PVC, but {'; '.join(problems)}: fix the "
-                "StorageClass, or delete that access point's volume"
             )
 
     def _make_directory(self, fs_rec: dict[str, Any], rec: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from elastivol import ids
-from elastivol.domain import Snapshot
 from elastivol.errors import (
     AlreadyExists,
     Exhausted,
@@ -69,19 +68,6 @@ def access_point_from_record(rec: dict[str, Any]) -> AccessPoint:
         enforce_capacity=bool(rec.get("enforce_capacity")),
         delete_root_dir=bool(rec.get("delete_root_dir")),
         created_at=float(rec.get("created_at", 0.0)),
-        tags=dict(rec.get("tags", {})),
-    )
-
-
-def snapshot_from_record(rec: dict[str, Any]) -> Snapshot:
-    return Snapshot(
-        id=rec["id"],
-        name=rec["name"],
-        source_volume_id=rec["source_volume_id"],
-        size_bytes=int(rec["size_bytes"]),
-        created_at=float(rec["created_at"]),
-        ready=rec.get("state") == "ready",
-        consistency=str(rec.get("consistency", "crash")),
         tags=dict(rec.get("tags", {})),
     )
 

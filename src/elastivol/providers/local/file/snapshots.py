@@ -32,8 +32,8 @@ from elastivol.providers.local.file.registry import (
     SNAPSHOTS_DIR,
     TRASH_DIR,
     FileRegistry,
-    snapshot_from_record,
 )
+from elastivol.providers.local.pool import snapshot_from_record
 
 log = logging.getLogger("elastivol.providers.local.file.snapshots")
 
