@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from elastivol.providers.types import Health, Snapshot
 
@@ -103,3 +103,15 @@ class FileNodeProvider(Protocol):
     ) -> None: ...
     def unpublish(self, target: str) -> None: ...
     def usage(self, fs_id: str, access_point: AccessPoint | None, path: str) -> FileUsage: ...
+
+
+@runtime_checkable
+class FileNodeDirectoryIdentity(Protocol):
+    """Optional for a ``FileNodeProvider``: telling the volume's directory by identity (device and
+    inode), which a local directory allows and an NFS mount does not. With it, the node enforces
+    ReadWriteOncePod and checks in NodeGetVolumeStats that the path holds this volume."""
+
+    def published_elsewhere(
+        self, fs_id: str, subpath: str, access_point: AccessPoint | None, target: str, roots: list[str]
+    ) -> list[str]: ...
+    def holds(self, fs_id: str, subpath: str, access_point: AccessPoint | None, path: str) -> bool: ...

@@ -16,6 +16,7 @@ from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
+from elastivol.node.host import RealHost
 from elastivol.node.paths import PathGuard
 from elastivol.providers.aws import faults as fault_layer
 from elastivol.providers.aws.awsmetrics import AwsMetrics
@@ -82,7 +83,7 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
         services.node = BlockNode(
             EbsNodeProvider(settings), inflight, PathGuard(config.roots()),
             node_id=identity.instance_id, zone=identity.zone, max_volumes=limit,
-            allow_privileged_mount_options=config.allow_privileged_mount_options,
+            allow_privileged_mount_options=config.allow_privileged_mount_options, host=RealHost(),
         )
     return services
 
@@ -112,7 +113,7 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
             node, provider or EfsCatalog(clients.client("efs")), inflight,
             guard, node_id=identity.instance_id, zone=identity.zone,
             max_volumes=config.max_volumes_per_node,
-            allow_privileged_mount_options=config.allow_privileged_mount_options,
+            allow_privileged_mount_options=config.allow_privileged_mount_options, host=RealHost(),
         )
     return services
 
