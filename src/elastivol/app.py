@@ -13,12 +13,12 @@ from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
-from elastivol.providers.local.pool import Pool
 from elastivol.providers.types import Health
 from elastivol.server import Services
 
 if TYPE_CHECKING:
     from elastivol.providers.local.block import LocalBlockNode
+    from elastivol.providers.local.pool import Pool
 
 log = logging.getLogger("elastivol.app")
 
@@ -112,6 +112,8 @@ def _local_block(config: ServeConfig, metrics: Metrics) -> Services:
     from elastivol.node.host import RealHost
     from elastivol.node.paths import PathGuard
     from elastivol.providers.local.block import LocalBlockNode, LocalBlockProvider
+    from elastivol.providers.local.pool import Pool
+
     pool = Pool(Path(config.pool), overcommit_ratio=config.overcommit_ratio)
     pool.require_usable()
     notice = pool.health().notice
