@@ -64,12 +64,14 @@ def hostpath_binary() -> Path | None:
     return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of /proc/PID/status: VmRSS (all resident pages), RssAnon (private memory;
+    the rest of VmRSS is mapped files: the interpreter, shared libraries, bytecode)."""
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 @dataclass
@@ -120,9 +122,9 @@ class Server:
                 raise RuntimeError(f"{self.name} did not become ready; log:\n" + "\n".join(tail))
             time.sleep(0.002)
 
-    def rss(self) -> int:
+    def rss(self, field: str = "VmRSS") -> int:
         assert self.proc is not None
-        return rss_bytes(self.proc.pid)
+        return rss_bytes(self.proc.pid, field)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -162,7 +164,7 @@ class Row:
     ready_s: float = float("nan")
     rss_ready: int = 0
     rss_after: int = 0
-    note: str = ""
+    anon_after: int = 0
 
 
 def measure(rows: list[Row], row: Row, servers: list[Server], starts: int, lifecycle: Callable[[int], None],
@@ -178,6 +180,7 @@ def measure(rows: list[Row], row: Row, servers: list[Server], starts: int, lifec
         lifecycle(i)
     for s, r in zip(servers, per, strict=True):
         r.rss_after = s.rss()
+        r.anon_after = s.rss("RssAnon")
         rows.append(r)
 
 
@@ -327,7 +330,7 @@ def run(profile: str) -> Result:
     r = Result("footprint", f"Footprint: ready time and RSS per role, after {n} lifecycles, beside hostpathplugin",
                profile)
     r.columns = ["role", "ready, ms", "ready / hostpath", "RSS ready, MiB", f"RSS after {n}, MiB", "RSS / hostpath",
-                 "lifecycle"]
+                 "of which private, MiB", "lifecycle"]
     work = Path(tempfile.mkdtemp(prefix="elastivol-bench-footprint-", dir="/var/tmp"))
     rows: list[Row] = []
     notes: list[str] = []
@@ -346,9 +349,10 @@ def run(profile: str) -> Result:
         ready_ratio = x.ready_s / hp.ready_s if hp else float("nan")
         rss_ratio = x.rss_after / hp.rss_after if hp else float("nan")
         r.rows.append([x.role, x.ready_s * 1000, ready_ratio, x.rss_ready / MiB, x.rss_after / MiB, rss_ratio,
-                       x.lifecycle])
+                       x.anon_after / MiB, x.lifecycle])
     r.figures = {x.role: {"ready_ms": round(x.ready_s * 1000, 1), "rss_ready_mib": round(x.rss_ready / MiB, 1),
-                          "rss_after_mib": round(x.rss_after / MiB, 1)} for x in rows}
+                          "rss_after_mib": round(x.rss_after / MiB, 1), "rss_anon_after_mib": round(x.anon_after / MiB, 1)}
+                for x in rows}
     r.figures["lifecycles"] = n
     r.figures["starts"] = starts
     by_role = {x.role: x for x in rows}
