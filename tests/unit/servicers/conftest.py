@@ -1,14 +1,15 @@
 """Servicer unit tests: no root, no loop device, no mount. These tests run as any user.
 
 The servicers get a fake host (``FakeHost``) and fake providers. As a second line, the host's
-real entry points (the mount syscalls and the external-command runner) are replaced for the
-duration of each test by one that fails the test, so a servicer that went around its HostOps
+real entry points (the mount syscalls and every external command: mkfs, losetup, resize...) are
+replaced for the duration of each test by one that fails the test, so a servicer that went around its HostOps
 would be caught here even when run as root.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from elastivol.locks import InFlight
-from elastivol.node import _sys, run
+from elastivol.node import _sys
 from elastivol.node.paths import PathGuard
 from tests.unit.servicers.fakes import FakeHost
 
@@ -34,7 +35,7 @@ def no_real_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     for name in ("mount", "umount2", "block_device_size"):
         monkeypatch.setattr(_sys, name, refuse)
-    monkeypatch.setattr(run, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
     yield
 
 
