@@ -1,25 +1,79 @@
-"""`elastivol`: everything a user touches."""
+"""`elastivol`: everything a user touches.
+
+Only what ``elastivol serve`` needs is imported here: a node plugin on every machine of a cluster
+should not load the lab, the benchmarks or rich's tables to serve a socket. Other subcommands
+import their modules when they run (``LAZY_COMMANDS``), and rich is loaded for the commands that
+print with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import json
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from elastivol import __version__
 from elastivol.errors import ElastivolError
 from elastivol.units import human, parse_size
 
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Subcommand groups that live beside their feature: name → (module, attribute). A module that is
+# not installed (the lab, bench/ outside a source checkout) leaves its command out.
+LAZY_COMMANDS = {
+    "fs": ("elastivol.fs_cli", "fs"),
+    "lab": ("elastivol.lab.cli", "lab"),
+    "doctor": ("elastivol.doctor", "doctor"),
+    "bench": ("elastivol.bench_cli", "bench"),
+}
+
+
+@functools.cache
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
+class LazyGroup(click.Group):
+    """A group whose LAZY_COMMANDS are imported when named (or listed by --help), not at start."""
+
+    def _lazy(self, name: str) -> click.Command | None:
+        module, attr = LAZY_COMMANDS[name]
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            return None
+        command: click.Command = getattr(mod, attr)
+        self.add_command(command, name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            return self._lazy(cmd_name)
+        return self.commands.get(cmd_name)
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import elastivol
+
+    click.echo(f"elastivol, version {elastivol.__version__}")
+    ctx.exit()
 
 
 class SizeType(click.ParamType):  # type: ignore[type-arg]
@@ -38,12 +92,13 @@ SIZE = SizeType()
 
 
 def _fail(exc: ElastivolError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
+    click.echo(f"{click.style('error:', fg='red')} {exc.message}", err=True)
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="elastivol")
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def main() -> None:
     """EBS- and EFS-style CSI volumes, on one machine or on Kubernetes.
 
@@ -185,7 +240,7 @@ def pool_init(directory: Path, size: int | None, fs_type: str | None, in_place: 
         config = init_pool(directory, size, fs_type, in_place=in_place)
     except ElastivolError as exc:
         _fail(exc)
-    console.print(f"pool [bold]{directory}[/bold] ready: {config.fs_type}, reflink "
+    _console().print(f"pool [bold]{directory}[/bold] ready: {config.fs_type}, reflink "
                   f"{'yes' if config.reflink else 'NO (snapshots are full copies)'}, quotas {config.quotas}"
                   + (f", backed by {config.backing_image}" if config.backing_image else ""))
 
@@ -214,6 +269,8 @@ def pool_info(directory: Path, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(info, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"pool {p.directory}", show_header=False)
     table.add_row("filesystem", p.config.fs_type + (f" (image {p.config.backing_image})" if p.config.backing_image else ""))
     table.add_row("reflink", "yes: snapshots and clones are O(1)" if p.config.reflink else "NO: snapshots and clones are full copies")
@@ -224,7 +281,7 @@ def pool_info(directory: Path, output: str) -> None:
     table.add_row("available for new volumes", human(p.available_bytes()))
     table.add_row("volumes / snapshots", f"{usage.volumes} / {usage.snapshots}")
     table.add_row("ready", "yes" if health.ready else f"NO: {health.reason}")
-    console.print(table)
+    _console().print(table)
 
 
 # -- volumes ---------------------------------------------------------------------------------
@@ -245,11 +302,13 @@ def volume_list(pool_dir: Path) -> None:
         volumes = provider.list_volumes()
     except ElastivolError as exc:
         _fail(exc)
+    from rich.table import Table
+
     table = Table("ID", "NAME", "SIZE", "ZONE", "TYPE", "FS", "ATTACHED TO", "CONDITION")
     for v in volumes:
         table.add_row(v.id, v.name, human(v.size_bytes), v.zone, v.params.get("type", "gp3"),
                       v.fs_type or v.mode.value, ",".join(v.attached_nodes) or "-", v.abnormal or "healthy")
-    console.print(table)
+    _console().print(table)
 
 
 @volume.command("show")
@@ -289,30 +348,12 @@ def demo(work_dir: Path | None, keep: bool, raw_csi: bool) -> None:
     7. tear down, leaving nothing behind
     """
     if os.geteuid() != 0:
-        err_console.print("[red]error:[/red] the demo attaches loop devices and mounts filesystems: run it as root")
+        _fail(ElastivolError("the demo attaches loop devices and mounts filesystems: run it as root"))
         sys.exit(1)
     if raw_csi:
         from elastivol.demo import run_demo as run_raw
 
-        sys.exit(run_raw(work_dir, keep=keep, console=console))
+        sys.exit(run_raw(work_dir, keep=keep, console=_console()))
     from elastivol.lab.walkthrough import run_demo
 
-    sys.exit(run_demo(work_dir, keep=keep, console=console))
-
-
-def _register_optional() -> None:
-    """Subcommand groups that live beside their feature."""
-    import importlib
-
-    for module, attr in (("elastivol.fs_cli", "fs"), ("elastivol.lab.cli", "lab"), ("elastivol.doctor", "doctor"),
-                         ("elastivol.bench_cli", "bench")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        main.add_command(getattr(mod, attr))
-
-
-_register_optional()
+    sys.exit(run_demo(work_dir, keep=keep, console=_console()))

@@ -16,6 +16,7 @@ from elastivol.domain import Health
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
+from elastivol.node.host import RealHost
 from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.awsmetrics import AwsMetrics
 from elastivol.providers.aws.clients import AwsClients
@@ -77,7 +78,7 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
         services.node = BlockNode(
             EbsNodeProvider(settings), inflight, PathGuard(config.roots()),
             node_id=identity.instance_id, zone=identity.zone, max_volumes=limit,
-            allow_privileged_mount_options=config.allow_privileged_mount_options,
+            allow_privileged_mount_options=config.allow_privileged_mount_options, host=RealHost(),
         )
     return services
 
@@ -106,7 +107,7 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
             node, provider or EfsCatalog(clients.client("efs")), inflight,
             guard, node_id=identity.instance_id, zone=identity.zone,
             max_volumes=config.max_volumes_per_node,
-            allow_privileged_mount_options=config.allow_privileged_mount_options,
+            allow_privileged_mount_options=config.allow_privileged_mount_options, host=RealHost(),
         )
     return services
 

@@ -29,6 +29,7 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
     from elastivol.drivers.block.controller import BlockController
     from elastivol.drivers.block.node import BlockNode
     from elastivol.drivers.identity import Identity
+    from elastivol.node.host import RealHost
     from elastivol.node.paths import PathGuard
     from elastivol.providers.local.block import LocalBlockProvider
     from elastivol.providers.local.block_node import LocalBlockNode
@@ -66,6 +67,7 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
             zone=config.zone,
             max_volumes=config.max_volumes_per_node,
             allow_privileged_mount_options=config.allow_privileged_mount_options,
+            host=RealHost(),
         )
 
         async def heartbeat() -> None:

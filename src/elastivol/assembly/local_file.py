@@ -13,6 +13,7 @@ from elastivol.drivers.identity import Identity
 from elastivol.errors import Unavailable
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
+from elastivol.node.host import RealHost
 from elastivol.node.paths import PathGuard
 from elastivol.providers.local.file.controller import LocalFileProvider, pool_health
 from elastivol.providers.local.file.node import LocalFileNode
@@ -61,5 +62,6 @@ def local_file_services(config: ServeConfig, metrics: Metrics) -> Services:
             zone=config.zone,
             max_volumes=config.max_volumes_per_node,
             allow_privileged_mount_options=config.allow_privileged_mount_options,
+            host=RealHost(),
         )
     return services

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
 
-from elastivol import __version__
+import elastivol
 from elastivol.csi import csi_pb2, csi_pb2_grpc
 from elastivol.domain import Health
 from elastivol.drivers.common import in_thread
@@ -43,7 +43,7 @@ class Identity(csi_pb2_grpc.IdentityServicer):
         self.capabilities = caps
 
     async def GetPluginInfo(self, request: csi_pb2.GetPluginInfoRequest, context: grpc.aio.ServicerContext) -> csi_pb2.GetPluginInfoResponse:
-        return csi_pb2.GetPluginInfoResponse(name=self.name, vendor_version=__version__)
+        return csi_pb2.GetPluginInfoResponse(name=self.name, vendor_version=elastivol.__version__)
 
     async def GetPluginCapabilities(self, request: csi_pb2.GetPluginCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.GetPluginCapabilitiesResponse:
         return csi_pb2.GetPluginCapabilitiesResponse(capabilities=self.capabilities)

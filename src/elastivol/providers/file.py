@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from elastivol.domain import AccessPointSpec, Health, Snapshot
 from elastivol.errors import AlreadyExists
@@ -103,3 +103,15 @@ def check_reusable(ap_id: str, directory: str, uid: int, gid: int, spec: AccessP
             f"reuseAccessPoint found access point {ap_id} for this PVC, but {'; '.join(problems)}: fix the "
             "StorageClass, or delete that access point's volume"
         )
+
+
+@runtime_checkable
+class FileNodeDirectoryIdentity(Protocol):
+    """Optional for a ``FileNodeProvider``: telling the volume's directory by identity (device and
+    inode), which a local directory allows and an NFS mount does not. With it, the node enforces
+    ReadWriteOncePod and checks in NodeGetVolumeStats that the path holds this volume."""
+
+    def published_elsewhere(
+        self, fs_id: str, subpath: str, access_point: AccessPoint | None, target: str, roots: list[str]
+    ) -> list[str]: ...
+    def holds(self, fs_id: str, subpath: str, access_point: AccessPoint | None, path: str) -> bool: ...

@@ -22,9 +22,8 @@ from elastivol.drivers.common import (
 )
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.locks import InFlight
-from elastivol.node import fs as hostfs
-from elastivol.node import mount as hostmount
-from elastivol.node import volume as hostvol
+from elastivol.node.host import HostOps, RealHost
+from elastivol.node.mount import MountInfo, parse_options
 from elastivol.node.paths import PathGuard
 from elastivol.params.block import MKFS_KEYS, mkfs_args, parse_block_parameters
 from elastivol.providers.block import BlockNodeProvider
@@ -52,8 +51,10 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         zone: str,
         max_volumes: int,
         allow_privileged_mount_options: bool = False,
+        host: HostOps | None = None,
     ) -> None:
         self.provider = provider
+        self.host: HostOps = host if host is not None else RealHost()
         self.inflight = inflight
         self.guard = guard
         self.node_id = node_id
@@ -67,7 +68,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
 
     def _mount_options(self, cap: Capability) -> tuple[str, ...]:
         # Validates every word (no smuggled options, no privilege-widening ones unless allowed).
-        hostmount.parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
+        parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
         return cap.mount_flags
 
     # -- stage -------------------------------------------------------------------------------
@@ -95,13 +96,13 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
             device = self.provider.attach_device(request.volume_id, publish_context)
             if cap.volume_mode is VolumeMode.FILESYSTEM:
                 try:
-                    hostvol.stage_filesystem(
+                    self.host.stage_filesystem(
                         device, staging, fs_type, mkfs_args=extra, mount_options=options, readonly=cap.mode.read_only
                     )
                 except FailedPrecondition:
                     # Refused (a blank read-only attachment, say): leave no device behind that this
                     # call attached and nothing uses, so a read-write attach can follow.
-                    if not attached_before and not hostmount.find_by_source(device):
+                    if not attached_before and not self.host.find_by_source(device):
                         self.provider.detach_device(request.volume_id)
                     raise
 
@@ -118,9 +119,9 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         def unstage() -> None:
             exists = self.provider.volume_exists(request.volume_id)
             device = self.provider.find_device(request.volume_id)
-            if not exists and device is None and not hostmount.is_mountpoint(staging):
+            if not exists and device is None and not self.host.is_mountpoint(staging):
                 raise NotFound(f"volume {request.volume_id} does not exist")
-            hostvol.unstage(staging)
+            self.host.unstage(staging)
             self.provider.detach_device(request.volume_id)
 
         await self.inflight.run_in_thread((request.volume_id,), unstage, what="NodeUnstageVolume")
@@ -159,14 +160,14 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
                 if device is None:
                     raise FailedPrecondition(f"volume {request.volume_id} is not staged on this node: stage it first")
                 self._single_writer(cap, device, "", target)
-                hostvol.publish_block(device, target, readonly)
+                self.host.publish_block(device, target, readonly)
                 return
-            staged = hostmount.find_by_target(staging)
+            staged = self.host.find_by_target(staging)
             if staged is None:
                 raise FailedPrecondition(
                     f"volume {request.volume_id} is not staged at {staging}: NodeStageVolume must come first"
                 )
-            existing = hostmount.find_by_target(target)
+            existing = self.host.find_by_target(target)
             if existing is not None:
                 if (existing.major_minor, existing.root) != (staged.major_minor, staged.root):
                     raise AlreadyExists(f"{target} already has another volume mounted on it")
@@ -177,17 +178,16 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
                     )
                 return
             self._single_writer(cap, staged.source, staged.major_minor, target)
-            hostvol.publish_bind(staging, target, readonly, options)
+            self.host.publish_bind(staging, target, readonly, options)
 
         await self.inflight.run_in_thread((request.volume_id,), publish, what="NodePublishVolume")
         return csi_pb2.NodePublishVolumeResponse()
 
-    @staticmethod
-    def _single_writer(cap: Capability, device: str, major_minor: str, target: str) -> None:
+    def _single_writer(self, cap: Capability, device: str, major_minor: str, target: str) -> None:
         """ReadWriteOncePod: refuse a second target for the same volume on this node."""
         if cap.mode is not AccessMode.SINGLE_NODE_SINGLE_WRITER:
             return
-        mounts = [m for m in hostmount.mounts() if m.target != target]
+        mounts = [m for m in self.host.mounts() if m.target != target]
         if major_minor:
             # The staging mount shares the device; every further mount of it is a publication.
             others = [m.target for m in mounts if m.major_minor == major_minor][1:]
@@ -209,7 +209,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         def unpublish() -> None:
             if not os.path.lexists(target) and not self.provider.volume_exists(request.volume_id):
                 raise NotFound(f"volume {request.volume_id} does not exist")
-            hostvol.unpublish(target)
+            self.host.unpublish(target)
 
         await self.inflight.run_in_thread((request.volume_id,), unpublish, what="NodeUnpublishVolume")
         return csi_pb2.NodeUnpublishVolumeResponse()
@@ -223,9 +223,9 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         return await in_thread(self._stats, request.volume_id, path)
 
-    def _mount_of(self, volume_id: str, path: str) -> hostmount.MountInfo:
+    def _mount_of(self, volume_id: str, path: str) -> MountInfo:
         """The mount at ``path``, if it holds ``volume_id``; NOT_FOUND (the spec's answer) if not."""
-        info = hostmount.find_by_target(path)
+        info = self.host.find_by_target(path)
         if info is None:
             raise NotFound(f"volume {volume_id} is not at {path}: nothing is mounted there on this node")
         device = self.provider.find_device(volume_id)
@@ -233,7 +233,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
             if not self.provider.volume_exists(volume_id):
                 raise NotFound(f"volume {volume_id} does not exist (and so is not at {path})")
             raise NotFound(f"volume {volume_id} is not at {path}: it is not attached to this node")
-        if not hostvol.is_mount_of(info, path, device):
+        if not self.host.is_mount_of(info, path, device):
             raise NotFound(f"volume {volume_id} is not at {path}: what is mounted there ({info.source}) is another volume")
         return info
 
@@ -244,7 +244,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         condition = csi_pb2.VolumeCondition(abnormal=bool(abnormal), message=abnormal or "healthy")
         usage: list[csi_pb2.VolumeUsage] = []
         if os.path.isdir(path):
-            st = hostfs.statfs(path)
+            st = self.host.statfs(path)
             usage = [
                 csi_pb2.VolumeUsage(
                     unit=csi_pb2.VolumeUsage.BYTES,
@@ -257,7 +257,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
                 ),
             ]
         else:
-            usage = [csi_pb2.VolumeUsage(unit=csi_pb2.VolumeUsage.BYTES, total=hostfs.device_size(path))]
+            usage = [csi_pb2.VolumeUsage(unit=csi_pb2.VolumeUsage.BYTES, total=self.host.device_size(path))]
         return csi_pb2.NodeGetVolumeStatsResponse(usage=usage, volume_condition=condition)
 
     async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
@@ -277,7 +277,7 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
             if not os.path.isdir(path):
                 return size  # raw block: the device is the volume, nothing to grow on it
             device = self.provider.find_device(request.volume_id)
-            hostvol.expand_online(device or info.source, path, info.fstype)
+            self.host.expand_online(device or info.source, path, info.fstype)
             return size
 
         size = await self.inflight.run_in_thread((request.volume_id,), expand, what="NodeExpandVolume")

@@ -22,10 +22,17 @@ from elastivol.drivers.common import (
 from elastivol.drivers.file.capability import check_file_capability
 from elastivol.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
-from elastivol.node import mount as hostmount
+from elastivol.node.host import HostOps, RealHost
+from elastivol.node.mount import parse_options
 from elastivol.node.paths import PathGuard
 from elastivol.params.file import VolumeHandle, parse_volume_handle
-from elastivol.providers.file import AccessPoint, FileNodeProvider, FileSystem, FileUsage
+from elastivol.providers.file import (
+    AccessPoint,
+    FileNodeDirectoryIdentity,
+    FileNodeProvider,
+    FileSystem,
+    FileUsage,
+)
 
 _NODE_RPC = csi_pb2.NodeServiceCapability.RPC
 NODE_CAPABILITIES = (
@@ -54,8 +61,10 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         zone: str,
         max_volumes: int = 0,
         allow_privileged_mount_options: bool = False,
+        host: HostOps | None = None,
     ) -> None:
         self.provider = provider
+        self.host: HostOps = host if host is not None else RealHost()
         self.catalog = catalog
         self.inflight = inflight
         self.guard = guard
@@ -67,7 +76,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
     def _mount_options(self, cap: Capability) -> tuple[str, ...]:
         # Validates every word; per-mount words (ro, noexec...) apply to the bind, and NFS/EFS
         # transport words (tls, nfsvers=4.1...) have nothing to act on in a bind and are ignored.
-        hostmount.parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
+        parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
         return cap.mount_flags
 
     def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
@@ -100,10 +109,9 @@ class FileNode(csi_pb2_grpc.NodeServicer):
 
     def _single_writer(self, handle: VolumeHandle, ap: AccessPoint | None, target: str) -> None:
         """ReadWriteOncePod: refuse a second target for the same directory on this node."""
-        finder = getattr(self.provider, "published_elsewhere", None)
-        if finder is None:
-            return
-        others = finder(handle.fs_id, handle.subpath, ap, target, self.guard.allowed_roots)
+        if not isinstance(self.provider, FileNodeDirectoryIdentity):
+            return  # cannot tell one directory from another here (NFS): the CO's check stands alone
+        others = self.provider.published_elsewhere(handle.fs_id, handle.subpath, ap, target, self.guard.allowed_roots)
         if others:
             raise FailedPrecondition(
                 f"the volume is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at {others[0]}"
@@ -142,7 +150,7 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         return await in_thread(self._stats, handle, path)
 
     def _stats(self, handle: VolumeHandle, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
-        if not os.path.isdir(path) or hostmount.find_by_target(path) is None:
+        if not os.path.isdir(path) or self.host.find_by_target(path) is None:
             raise NotFound(f"{path} is not a published volume on this node")
         abnormal = ""
         ap: AccessPoint | None = None
@@ -150,8 +158,11 @@ class FileNode(csi_pb2_grpc.NodeServicer):
             ap = self._resolve(handle)
         except NotFound as exc:
             abnormal = f"{exc.message} (the volume is still mounted here)"
-        holds = getattr(self.provider, "holds", None)
-        if not abnormal and holds is not None and not holds(handle.fs_id, handle.subpath, ap, path):
+        if (
+            not abnormal
+            and isinstance(self.provider, FileNodeDirectoryIdentity)
+            and not self.provider.holds(handle.fs_id, handle.subpath, ap, path)
+        ):
             raise NotFound(f"volume {handle.volume_id} is not at {path}: another directory is mounted there")
         usage: FileUsage = self.provider.usage(handle.fs_id, ap, path)
         message = abnormal or "healthy"
