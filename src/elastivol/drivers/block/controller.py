@@ -7,6 +7,7 @@ from google.protobuf.wrappers_pb2 import Int64Value
 
 from elastivol import ids
 from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.drivers.block.modify import ModifyRpcs
 from elastivol.drivers.common import (
     Capability,
     capabilities,
@@ -55,6 +56,7 @@ CONTROLLER_CAPABILITIES = (
     _RPC.VOLUME_CONDITION,
     _RPC.GET_VOLUME,
     _RPC.SINGLE_NODE_MULTI_WRITER,
+    _RPC.MODIFY_VOLUME,
 )
 
 
@@ -124,7 +126,7 @@ def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+class BlockController(SnapshotRpcs, ModifyRpcs, csi_pb2_grpc.ControllerServicer):
     provider: BlockProvider
 
     def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:

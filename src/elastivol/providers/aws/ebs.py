@@ -34,7 +34,9 @@ from elastivol.errors import (
     Unavailable,
 )
 from elastivol.params.block import parse_block_parameters, recompute_for_resize, resolve_performance
+from elastivol.params.block_modify import ModifyPlan
 from elastivol.providers.aws import ebs_model as model
+from elastivol.providers.aws import ebs_modify
 from elastivol.providers.aws.awserrors import call, code_of, translate
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.ebs_attach import Attacher
@@ -77,6 +79,7 @@ class EbsProvider:
         self.attacher = Attacher(self.ec2, self.view, settings, max_volumes_per_node=max_volumes_per_node)
         self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags, settings)
         self.modifier = ModifyCoalescer(self._send_modify, settings.modify_window)
+        self.modifications = ebs_modify.Modifications(self.ec2, settings)
         self._zones = list(zones or [])
         self._lock = threading.Lock()
         self._probe: tuple[float, Health | ElastivolError] | None = None
@@ -383,6 +386,10 @@ class EbsProvider:
         self._wait_modified(volume_id, 0)
         return self.get_volume(volume_id)
 
+    def apply_modification(self, volume_id: str, plan: ModifyPlan) -> Volume:
+        """ControllerModifyVolume (providers/aws/ebs_modify.py)."""
+        return ebs_modify.apply(self, volume_id, plan)
+
     def _modify(self, volume_id: str, changes: dict[str, Any]) -> None:
         self.modifier.submit(volume_id, changes, timeout=self.settings.modify_timeout)
 
@@ -408,11 +415,7 @@ class EbsProvider:
             ) from exc
 
     def _latest_modification(self, volume_id: str) -> Obj | None:
-        try:
-            mods = call(self.ec2, "DescribeVolumesModifications", VolumeIds=[volume_id]).get("VolumesModifications", [])
-        except NotFound:
-            return None
-        return max(mods, key=lambda m: m.get("StartTime") or 0, default=None)
+        return self.modifications.latest(volume_id)  # batched across volumes
 
     def _wait_modified(self, volume_id: str, size_gib: int) -> None:
         def check() -> bool | None:
