@@ -67,10 +67,9 @@ def parse_mutable(raw: Mapping[str, str], current: Mapping[str, str] | None = No
     """Check the keys and the syntax of each value; an unknown key is refused by name.
 
     Which keys go together (throughput only on gp3, IOPS only on gp3/io1/io2) depends on the
-    volume's type after the change, so :func:`plan` checks that against the volume.
+    volume's type after the change, so :func:`plan` checks that against the volume. An empty map
+    (a VolumeAttributesClass without parameters) asks for nothing and changes nothing.
     """
-    if not raw:
-        raise InvalidParameter("mutable_parameters", "mutable_parameters is empty: name at least one of " + _ACCEPTED)
     known: dict[str, str] = {}
     tag_specs: list[tuple[int, str, str]] = []
     for key, value in raw.items():
@@ -161,3 +160,29 @@ def plan(current: Mapping[str, str], size_gib: int, mod: Modification) -> Modify
     record = to_record(params)
     changed = record != to_record(now)
     return ModifyPlan(params=params, performance=perf, record=record, changed=changed, new_tags=new_tags)
+
+
+def creation_parameters(parameters: Mapping[str, str], mutable: Mapping[str, str]) -> dict[str, str]:
+    """CreateVolume's StorageClass ``parameters`` with its ``mutable_parameters`` (the claim's
+    VolumeAttributesClass) laid over them: the class wins for the keys it names, as a later
+    ControllerModifyVolume would. Unknown mutable keys are refused as ControllerModifyVolume refuses them."""
+    if not mutable:
+        return dict(parameters)
+    parse_mutable(mutable, parameters)
+    named = {_CANONICAL[k.lower()] for k in mutable if k.lower() in _CANONICAL}
+    if IOPS in named or IOPS_PER_GB in named:
+        named |= {IOPS, IOPS_PER_GB}  # one replaces the other
+    out = {k: v for k, v in parameters.items() if _CANONICAL.get(k.lower()) not in named}
+    base_tags = [k for k in out if _TAG_KEY.fullmatch(k)]
+    top = max((int(m.group(1)) for k in base_tags if (m := _TAG_KEY.fullmatch(k))), default=0)
+    class_tag_keys = {v.partition("=")[0] for k, v in mutable.items() if _TAG_KEY.fullmatch(k)}
+    for k in base_tags:
+        if out[k].partition("=")[0] in class_tag_keys:
+            del out[k]  # the class's value for this tag key wins
+    for key, value in mutable.items():
+        m = _TAG_KEY.fullmatch(key)
+        if m is not None:
+            out[f"tagSpecification_{top + int(m.group(1))}"] = value
+        else:
+            out[_CANONICAL[key.lower()]] = value
+    return out

@@ -32,6 +32,7 @@ from elastivol.params.block import (
     round_capacity,
     size_limits_gib,
 )
+from elastivol.params.block_modify import creation_parameters
 from elastivol.providers.block import BlockProvider, Volume, VolumeSpec
 from elastivol.providers.types import AccessMode, ContentSource, GiB, VolumeMode
 
@@ -138,7 +139,8 @@ class BlockController(SnapshotRpcs, ModifyRpcs, csi_pb2_grpc.ControllerServicer)
     async def CreateVolume(self, request: csi_pb2.CreateVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateVolumeResponse:
         require_text(request.name, "name", max_len=256)
         caps = capabilities(request.volume_capabilities)
-        params = parse_block_parameters(dict(request.parameters))
+        # A claim's VolumeAttributesClass arrives as mutable_parameters; it overrides the StorageClass.
+        params = parse_block_parameters(creation_parameters(dict(request.parameters), dict(request.mutable_parameters)))
         modes = {c.volume_mode for c in caps}
         if len(modes) > 1:
             raise InvalidArgument("volume_capabilities mix block and mount access; ask for one of them")
