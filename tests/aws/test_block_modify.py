@@ -63,9 +63,12 @@ def test_gp3_to_io2_is_one_modify_volume_and_a_retry_sends_none(server: AwsServe
     v = _ec2(raw_ec2, vid)
     assert (v["VolumeType"], v["Iops"]) == ("io2", 5000)
     assert {"Key": "tier", "Value": "fast"} in v["Tags"]
-    mark = moto.mark()
+    mark, before = moto.mark(), server.calls()
     _modify(server, vid, type="io2", iops="5000", tagSpecification_1="tier=fast")
+    retry = server.calls() - before
+    print(f"EC2 calls for the same ControllerModifyVolume again: {dict(sorted(retry.items()))}")
     assert moto.counts(mark)["ModifyVolume"] == 0 and moto.counts(mark)["CreateTags"] == 0
+    assert set(retry) <= {"DescribeVolumes", "DescribeVolumesModifications"}
 
 
 def test_the_cooldown_says_when_the_next_change_is_possible(server: AwsServer, moto: Moto, raw_ec2: Any) -> None:
