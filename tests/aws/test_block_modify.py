@@ -114,3 +114,33 @@ def test_a_second_call_while_the_first_runs_is_aborted(server: AwsServer, moto: 
     assert not errors
     assert moto.counts(mark)["ModifyVolume"] == 1
     assert _ec2(raw_ec2, vid)["VolumeType"] == "io2"
+
+
+def test_an_expansion_and_a_modification_together_are_one_modify_volume(
+        server: AwsServer, moto: Moto, raw_ec2: Any) -> None:
+    # EBS takes one modification per volume and then none for six hours (the fault layer enforces
+    # both): a resize and a class change that arrive together must travel in one ModifyVolume.
+    vid = _volume(server, "pvc-modify-and-grow", 10, type="gp3")
+    mark = moto.mark()
+    errors: list[BaseException] = []
+
+    def expand() -> None:
+        try:
+            with server.client() as client:
+                client.controller.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+                    volume_id=vid, capacity_range=csi_pb2.CapacityRange(required_bytes=20 * GiB)), timeout=120)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    t = threading.Thread(target=expand)
+    t.start()
+    try:
+        _modify(server, vid, type="io2", iops="8000")
+    finally:
+        t.join(60)
+    assert not errors, errors
+    sent = [r.params for r in moto.requests(mark) if r.action == "ModifyVolume" and r.key != "fault-layer"]
+    assert len(sent) == 1, sent
+    assert (sent[0]["Size"], sent[0]["VolumeType"], sent[0]["Iops"]) == ("20", "io2", "8000")
+    v = _ec2(raw_ec2, vid)
+    assert (v["Size"], v["VolumeType"], v["Iops"]) == (20, "io2", 8000)

@@ -48,6 +48,12 @@ class ModifyRpcs:
             # under way (EBS) and waits for it; it sends nothing new for a volume already as asked.
             await in_thread(self.provider.apply_modification, request.volume_id, wanted)
 
-        await self.inflight.run((request.volume_id,), modify, what="ControllerModifyVolume")
+        # Where the provider merges a modification with a concurrent expansion into one backend call
+        # (EBS allows one modification per volume, then none for hours), the two RPCs must be able to
+        # run together: ControllerModifyVolume then owns a key of its own, so only a second
+        # modification of the volume is ABORTED. Elsewhere it shares the volume's key with the rest.
+        key = f"{request.volume_id}#modify" if getattr(self.provider, "coalesces_modifications", False) \
+            else request.volume_id
+        await self.inflight.run((key,), modify, what="ControllerModifyVolume")
         return csi_pb2.ControllerModifyVolumeResponse()
 

@@ -62,6 +62,9 @@ class EbsProvider:
     # EBS has no read-only attachment: as the EBS CSI driver does, the readonly attach is dropped
     # (PUBLISH_READONLY is not offered) and read-only pods are enforced by the node's mounts.
     readonly_attach = False
+    # ControllerModifyVolume and ControllerExpandVolume of one volume may run together: they meet in
+    # the ModifyCoalescer and travel in one ModifyVolume (drivers/block/modify.py).
+    coalesces_modifications = True
 
     def __init__(self, clients: AwsClients, settings: AwsSettings, *, cluster_id: str,
                  zones: list[str] | None = None, extra_tags: Mapping[str, str] | None = None,
@@ -435,7 +438,7 @@ class EbsProvider:
         def slow() -> Unavailable:
             return Unavailable(
                 f"volume {volume_id} is still being modified after {self.settings.modify_timeout:.0f}s; "
-                "ControllerExpandVolume will be retried"
+                "the call (ControllerExpandVolume or ControllerModifyVolume) will be retried"
             )
 
         s = self.settings
