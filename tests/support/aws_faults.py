@@ -33,6 +33,8 @@ from xml.sax.saxutils import escape
 
 from botocore.awsrequest import AWSResponse, HeadersDict
 
+from tests.support.aws_faults_modify import ModifyLimits
+
 ENV = "ELASTIVOL_AWS_FAULTS"
 FOREVER = 1 << 30
 TOKEN_OPERATIONS = ("CreateVolume", "CopyVolumes", "CreateAccessPoint")
@@ -70,6 +72,9 @@ class FaultConfig:
     # {operation ("*": any), code, message, status, times (-1: always), after (matching attempts let through first)}
     errors: list[dict[str, Any]] = field(default_factory=list)
     state_file: str = ""
+    # ModifyVolume limits (faults_modify.py): refuse while one is in progress; seconds between two.
+    modify_one_at_a_time: bool = False
+    modify_cooldown_s: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> FaultConfig:
@@ -132,6 +137,8 @@ class FaultLayer:
         self.rule_hits: dict[int, int] = {}
         self.tokens: dict[str, dict[str, Any]] = self._load()
         self._raw: Any = None
+        self.modify_limits = ModifyLimits(one_at_a_time=config.modify_one_at_a_time,
+                                          cooldown_s=config.modify_cooldown_s)
 
     # -- wiring ----------------------------------------------------------------------------------
     def install(self, events: Any) -> None:
@@ -187,6 +194,11 @@ class FaultLayer:
             hidden = self._hidden(op, params, protocol)
             if hidden is not None:
                 return hidden
+            if op == "ModifyVolume" and self.modify_limits.enabled:
+                vid = str(params.get("VolumeId", ""))
+                refused = self.modify_limits.refusal(vid, in_progress=vid in self.modifying)
+                if refused is not None:
+                    return error_response(protocol, *refused)
         if op == "AttachVolume" and (self.cfg.attach_conflicts or self.cfg.attachment_limit):
             return self._attach_conflict(request, params)
         return None
@@ -322,6 +334,7 @@ class FaultLayer:
         elif op == "ModifyVolume":
             mod = parsed.get("VolumeModification", {})
             self.modifying[mod.get("VolumeId", "")] = [cfg.modifying_polls, cfg.optimizing_polls]
+            self.modify_limits.accepted(mod.get("VolumeId", ""))
             if cfg.modifying_polls:
                 mod["ModificationState"] = "modifying"
         elif op == "CreateAccessPoint":

@@ -205,9 +205,13 @@ def _check_vs(obj: Obj) -> list[str]:
     return []
 
 
+def _check_vac(obj: Obj) -> list[str]:
+    return [] if obj.get("driverName") else ["driverName: Required value"]
+
+
 _CHECKS = {"StorageClass": _check_sc, "PersistentVolumeClaim": _check_pvc, "PersistentVolume": _check_pv,
            "Pod": _check_pod, "StatefulSet": _check_workload, "Deployment": _check_workload,
-           "VolumeSnapshot": _check_vs}
+           "VolumeSnapshot": _check_vs, "VolumeAttributesClass": _check_vac}
 
 
 # -- create / update -------------------------------------------------------------------------------
@@ -247,7 +251,8 @@ def defaults(obj: Obj, store: Store) -> None:
 # Fields an update may change, per kind (everything else must stay as it was).
 _MUTABLE: dict[str, set[str]] = {
     "StorageClass": {"allowVolumeExpansion", "mountOptions"},
-    "PersistentVolumeClaim": {"spec.resources"},
+    "PersistentVolumeClaim": {"spec.resources", "spec.volumeAttributesClassName"},
+    "VolumeAttributesClass": set(),
     "PersistentVolume": {"spec.capacity", "spec.persistentVolumeReclaimPolicy", "spec.mountOptions",
                          "spec.claimRef", "spec.storageClassName"},
     "Pod": set(),
@@ -259,6 +264,8 @@ _MUTABLE: dict[str, set[str]] = {
 }
 _IMMUTABLE_MESSAGE = {
     "StorageClass": "Forbidden: updates to parameters, provisioner, reclaimPolicy and volumeBindingMode are forbidden.",
+    "VolumeAttributesClass": "parameters: Forbidden: updates to parameters are forbidden (and driverName is "
+                             "immutable); make a new VolumeAttributesClass and point the claim at it",
     "PersistentVolumeClaim": "spec: Forbidden: spec is immutable after creation except resources.requests and "
                              "volumeAttributesClassName for bound claims",
     "Pod": "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
@@ -328,6 +335,7 @@ def apply_object(store: Store, obj: Obj, fs_id: str) -> str:
     namespace = meta.get("namespace", "default") if kind.namespaced else None
     label = f"{kind.plural[:-1] if kind.plural.endswith('s') else kind.plural}"
     label = {"storageclasse": "storageclass.storage.k8s.io", "volumesnapshotclasse": "volumesnapshotclass.snapshot.storage.k8s.io",
+             "volumeattributesclasse": "volumeattributesclass.storage.k8s.io",
              "volumesnapshot": "volumesnapshot.snapshot.storage.k8s.io",
              "volumesnapshotcontent": "volumesnapshotcontent.snapshot.storage.k8s.io",
              "statefulset": "statefulset.apps", "deployment": "deployment.apps"}.get(label, label)

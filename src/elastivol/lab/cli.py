@@ -494,6 +494,15 @@ def exec_(directory: str | None, namespace: str, container: str, interactive: bo
         if c["name"] == name:
             env.update({e["name"]: str(e.get("value", "")) for e in c.get("env") or []})
     argv = ["nsenter", "-t", str(info["pid"]), "-m", "-u", "--", *command]
+    if state.get("cgroup"):
+        # As kubectl exec: the command runs in the pod's cgroup, so under its volumes' I/O limits.
+        from elastivol.node import iothrottle
+
+        try:
+            iothrottle.join(Path(state["cgroup"]))
+        except OSError as exc:
+            click.echo(f"lab: cannot join the pod's cgroup {state['cgroup']}: {exc.strerror}; the command runs "
+                       "outside its I/O limits", err=True)
     sys.exit(subprocess.call(argv, env=env))
 
 

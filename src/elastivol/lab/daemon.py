@@ -27,6 +27,7 @@ from elastivol.lab.binding import PVController, Scheduler
 from elastivol.lab.context import Context, Loop
 from elastivol.lab.kubelet import Kubelet, proc_start_time
 from elastivol.lab.layout import DRIVERS, SHORT, Layout
+from elastivol.lab.modifier import Modifier
 from elastivol.lab.objects import HOSTNAME_LABEL, ZONE_LABEL, Obj, remove_finalizer
 from elastivol.lab.provisioner import Provisioner, has_accessibility
 from elastivol.lab.resizer import Resizer
@@ -69,7 +70,7 @@ class Daemon:
         self.procs = plugin_processes(layout, [(n.name, n.zone) for n in self.config.nodes], self.config.zones)
         self.kubelets = [Kubelet(self.ctx, n.name) for n in self.config.nodes]
         self.loops: list[Loop] = [PVController(self.ctx), Scheduler(self.ctx), Provisioner(self.ctx),
-                                  Attacher(self.ctx), Resizer(self.ctx), Snapshotter(self.ctx),
+                                  Attacher(self.ctx), Resizer(self.ctx), Modifier(self.ctx), Snapshotter(self.ctx),
                                   Workloads(self.ctx), *self.kubelets]
         self.threads: list[threading.Thread] = []
 

@@ -29,6 +29,8 @@ class Kind:
 
 _KIND_LIST = [
     Kind("StorageClass", "storage.k8s.io/v1", "storageclasses", False, ("sc", "storageclass")),
+    Kind("VolumeAttributesClass", "storage.k8s.io/v1", "volumeattributesclasses", False,
+         ("vac", "volumeattributesclass")),
     Kind("PersistentVolumeClaim", "v1", "persistentvolumeclaims", True, ("pvc", "persistentvolumeclaim")),
     Kind("PersistentVolume", "v1", "persistentvolumes", False, ("pv", "persistentvolume")),
     Kind("Pod", "v1", "pods", True, ("po", "pod")),
@@ -79,6 +81,7 @@ _PVC_SPEC = {
     "dataSource": _TYPED_REF,
     "dataSourceRef": _TYPED_REF,
     "selector": {"matchLabels": ANY},
+    "volumeAttributesClassName": ANY,
 }
 _CONTAINER = {
     "name": ANY, "image": ANY, "imagePullPolicy": ANY, "command": ANY, "args": ANY, "workingDir": ANY,
@@ -109,11 +112,12 @@ FIELDS: dict[str, dict[str, Any]] = {
         "allowedTopologies": [_TOPOLOGY_TERM],
     },
     "PersistentVolumeClaim": {"apiVersion": ANY, "kind": ANY, "metadata": _META, "spec": _PVC_SPEC, "status": ANY},
+    "VolumeAttributesClass": {"apiVersion": ANY, "kind": ANY, "metadata": _META, "driverName": ANY, "parameters": ANY},
     "PersistentVolume": {
         "apiVersion": ANY, "kind": ANY, "metadata": _META, "status": ANY,
         "spec": {
             "capacity": {"storage": ANY}, "accessModes": ANY, "persistentVolumeReclaimPolicy": ANY,
-            "storageClassName": ANY, "mountOptions": ANY, "volumeMode": ANY,
+            "storageClassName": ANY, "mountOptions": ANY, "volumeMode": ANY, "volumeAttributesClassName": ANY,
             "csi": {"driver": ANY, "volumeHandle": ANY, "fsType": ANY, "volumeAttributes": ANY, "readOnly": ANY},
             "nodeAffinity": {"required": {"nodeSelectorTerms": [_NODE_SELECTOR_TERM]}},
             "claimRef": {"apiVersion": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "uid": ANY,

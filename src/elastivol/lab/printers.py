@@ -342,7 +342,9 @@ _TABLES: dict[str, tuple[str, list[tuple[str, Getter]]]] = {
         ("NAME", "metadata.name"), ("STATUS", lambda o, t: _phase(o)), ("VOLUME", "spec.volumeName"),
         ("CAPACITY", lambda o, t: _s(o, "status", "capacity", "storage") if _s(o, "spec", "volumeName") else ""),
         ("ACCESS MODES", lambda o, t: _modes(_get(o, "status", "accessModes")) if _s(o, "spec", "volumeName") else ""),
-        ("STORAGECLASS", lambda o, t: _claim_class(o)), ("VOLUMEATTRIBUTESCLASS", "spec.volumeAttributesClassName|<unset>"),
+        ("STORAGECLASS", lambda o, t: _claim_class(o)),
+        # What the volume has (as kubectl prints it), not what the claim asks for.
+        ("VOLUMEATTRIBUTESCLASS", "status.currentVolumeAttributesClassName|<unset>"),
         ("AGE", _age_col), ("*VOLUMEMODE", "spec.volumeMode|<unset>")]),
     "PersistentVolume": ("persistentvolume", [
         ("NAME", "metadata.name"), ("CAPACITY", "spec.capacity.storage|0"),
@@ -362,6 +364,8 @@ _TABLES: dict[str, tuple[str, list[tuple[str, Getter]]]] = {
         ("PROVISIONER", "provisioner"), ("RECLAIMPOLICY", "reclaimPolicy|Delete"),
         ("VOLUMEBINDINGMODE", "volumeBindingMode|Immediate"), ("ALLOWVOLUMEEXPANSION", "allowVolumeExpansion|false"),
         ("AGE", _age_col)]),
+    "VolumeAttributesClass": ("volumeattributesclass.storage.k8s.io", [
+        ("NAME", "metadata.name"), ("DRIVERNAME", "driverName"), ("AGE", _age_col)]),
     "VolumeAttachment": ("volumeattachment.storage.k8s.io", [
         ("NAME", "metadata.name"), ("ATTACHER", "spec.attacher"), ("PV", "spec.source.persistentVolumeName"),
         ("NODE", "spec.nodeName"), ("ATTACHED", "status.attached|false"), ("AGE", _age_col)]),

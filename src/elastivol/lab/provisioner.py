@@ -11,6 +11,7 @@ from elastivol.client import BLOCK, MOUNT, CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.lab.binding import PROVISIONED_BY, PV_PROTECTION, SELECTED_NODE, STORAGE_PROVISIONER
 from elastivol.lab.context import Loop, rpc_message
+from elastivol.lab.modifier import UnusableClass, creation_class
 from elastivol.lab.objects import (
     ACCESS_MODES,
     Obj,
@@ -93,8 +94,10 @@ class Provisioner(Loop):
         try:
             self._topology(request, pvc, sc, driver)
             self._content_source(request, pvc, driver)
+            attributes_class, mutable = creation_class(self.ctx.store, pvc, driver)  # lab/modifier.py
+            request.mutable_parameters.update(mutable)
             volume = self.ctx.controller(driver).controller.CreateVolume(request, timeout=300).volume
-        except (grpc.RpcError, ProvisioningError) as exc:
+        except (grpc.RpcError, ProvisioningError, UnusableClass) as exc:
             message = rpc_message(exc) if isinstance(exc, grpc.RpcError) else str(exc)
             self.ctx.event(pvc, "Warning", "ProvisioningFailed",
                            f'failed to provision volume with StorageClass "{class_name}": {message}', component)
@@ -126,6 +129,8 @@ class Provisioner(Loop):
         }
         if fs_type and volume_mode != "Block":
             pv["spec"]["csi"]["fsType"] = fs_type
+        if attributes_class:
+            pv["spec"]["volumeAttributesClassName"] = attributes_class
         if sc.get("mountOptions"):
             pv["spec"]["mountOptions"] = list(sc["mountOptions"])
         terms = [{"matchExpressions": [{"key": k, "operator": "In", "values": [v]}

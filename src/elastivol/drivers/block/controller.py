@@ -9,6 +9,7 @@ from elastivol import ids
 from elastivol.csi import csi_pb2, csi_pb2_grpc
 from elastivol.domain import ContentSource, VolumeMode
 from elastivol.drivers.block.capability import check_block_capability, check_fs_type
+from elastivol.drivers.block.modify import ModifyRpcs
 from elastivol.drivers.common import (
     Capability,
     capabilities,
@@ -33,6 +34,7 @@ from elastivol.params.block import (
     round_capacity,
     size_limits_gib,
 )
+from elastivol.params.block_modify import creation_parameters
 from elastivol.providers.block import BlockProvider, Volume, VolumeSpec
 from elastivol.units import GiB
 
@@ -54,6 +56,7 @@ CONTROLLER_CAPABILITIES = (
     _RPC.VOLUME_CONDITION,
     _RPC.GET_VOLUME,
     _RPC.SINGLE_NODE_MULTI_WRITER,
+    _RPC.MODIFY_VOLUME,
 )
 
 
@@ -99,7 +102,7 @@ def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+class BlockController(SnapshotRpcs, ModifyRpcs, csi_pb2_grpc.ControllerServicer):
     provider: BlockProvider
 
     def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
@@ -111,7 +114,8 @@ class BlockController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     async def CreateVolume(self, request: csi_pb2.CreateVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateVolumeResponse:
         require_text(request.name, "name", max_len=256)
         caps = capabilities(request.volume_capabilities)
-        params = parse_block_parameters(dict(request.parameters))
+        # A claim's VolumeAttributesClass arrives as mutable_parameters; it overrides the StorageClass.
+        params = parse_block_parameters(creation_parameters(dict(request.parameters), dict(request.mutable_parameters)))
         modes = {c.volume_mode for c in caps}
         if len(modes) > 1:
             raise InvalidArgument("volume_capabilities mix block and mount access; ask for one of them")

@@ -34,7 +34,9 @@ from elastivol.node import copy as hostcopy
 from elastivol.node import fs as hostfs
 from elastivol.node import loop, mount
 from elastivol.params.block import parse_block_parameters, same_request, to_record
+from elastivol.params.block_modify import ModifyPlan
 from elastivol.providers.block import Volume, VolumeSpec
+from elastivol.providers.local import modify
 from elastivol.providers.local.pool import ATTACH_LOCK, SPACE_LOCK, Pool, snapshot_from_record
 
 log = logging.getLogger("elastivol.providers.local.block")
@@ -455,6 +457,10 @@ class LocalBlockProvider:
         rec = self._record(volume_id)
         rec["performance"] = performance
         self.pool.volumes.put(volume_id, rec)
+
+    def apply_modification(self, volume_id: str, plan: ModifyPlan) -> Volume:
+        """ControllerModifyVolume: the new parameters recorded atomically (providers/local/modify.py)."""
+        return modify.apply(self, volume_id, plan)
 
     # -- snapshots ---------------------------------------------------------------------------
     def create_snapshot(self, name: str, source_volume_id: str, tags: dict[str, str]) -> Snapshot:

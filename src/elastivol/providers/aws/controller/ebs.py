@@ -33,9 +33,11 @@ from elastivol.errors import (
     Unavailable,
 )
 from elastivol.params.block import parse_block_parameters, recompute_for_resize, resolve_performance
+from elastivol.params.block_modify import ModifyPlan
 from elastivol.providers.aws.awserrors import call, code_of, translate
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.controller import ebs_model as model
+from elastivol.providers.aws.controller import ebs_modify
 from elastivol.providers.aws.controller.ebs_attach import Attacher
 from elastivol.providers.aws.controller.ebs_snapshots import Snapshots
 from elastivol.providers.aws.controller.ec2view import Ec2View, Obj
@@ -60,6 +62,9 @@ class EbsProvider:
     # EBS has no read-only attachment: as the EBS CSI driver does, the readonly attach is dropped
     # (PUBLISH_READONLY is not offered) and read-only pods are enforced by the node's mounts.
     readonly_attach = False
+    # ControllerModifyVolume and ControllerExpandVolume of one volume may run together: they meet in
+    # the ModifyCoalescer and travel in one ModifyVolume (drivers/block/modify.py).
+    coalesces_modifications = True
 
     def __init__(self, clients: AwsClients, settings: AwsSettings, *, cluster_id: str,
                  zones: list[str] | None = None, extra_tags: Mapping[str, str] | None = None,
@@ -77,6 +82,7 @@ class EbsProvider:
         self.attacher = Attacher(self.ec2, self.view, settings, max_volumes_per_node=max_volumes_per_node)
         self.snaps = Snapshots(self.ec2, self.view, cluster_id, self.extra_tags, settings)
         self.modifier = ModifyCoalescer(self._send_modify, settings.modify_window)
+        self.modifications = ebs_modify.Modifications(self.ec2, settings)
         self._zones = list(zones or [])
         self._lock = threading.Lock()
         self._probe = CachedProbe(settings.probe_cache, "EBS volumes", fatal=(InvalidArgument,))
@@ -376,6 +382,10 @@ class EbsProvider:
         self._wait_modified(volume_id, 0)
         return self.get_volume(volume_id)
 
+    def apply_modification(self, volume_id: str, plan: ModifyPlan) -> Volume:
+        """ControllerModifyVolume (providers/aws/ebs_modify.py)."""
+        return ebs_modify.apply(self, volume_id, plan)
+
     def _modify(self, volume_id: str, changes: dict[str, Any]) -> None:
         self.modifier.submit(volume_id, changes, timeout=self.settings.modify_timeout)
 
@@ -401,11 +411,7 @@ class EbsProvider:
             ) from exc
 
     def _latest_modification(self, volume_id: str) -> Obj | None:
-        try:
-            mods = call(self.ec2, "DescribeVolumesModifications", VolumeIds=[volume_id]).get("VolumesModifications", [])
-        except NotFound:
-            return None
-        return max(mods, key=lambda m: m.get("StartTime") or 0, default=None)
+        return self.modifications.latest(volume_id)  # batched across volumes
 
     def _wait_modified(self, volume_id: str, size_gib: int) -> None:
         def check() -> bool | None:
@@ -425,7 +431,7 @@ class EbsProvider:
         def slow() -> Unavailable:
             return Unavailable(
                 f"volume {volume_id} is still being modified after {self.settings.modify_timeout:.0f}s; "
-                "ControllerExpandVolume will be retried"
+                "the call (ControllerExpandVolume or ControllerModifyVolume) will be retried"
             )
 
         s = self.settings
