@@ -15,7 +15,7 @@ import pytest
 
 from bench.env import Env, served_pool
 from bench.perf import Case, Published
-from elastivol.app import IO_RECONCILE_SECONDS
+from elastivol.assembly.local_block import IO_RECONCILE_SECONDS
 from elastivol.csi import csi_pb2
 from elastivol.locks import _flock
 from elastivol.node import iothrottle
