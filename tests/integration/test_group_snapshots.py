@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
+from elastivol.errors import Exhausted
+from elastivol.node import copy as hostcopy
+from elastivol.node import fs as hostfs
+from elastivol.providers.local.block import LocalBlockProvider
+from elastivol.providers.local.group_snapshots import LocalGroupSnapshots
+from elastivol.providers.local.pool import FROZEN_PREFIX, Pool
 from tests.alternation import AlternatingWriter, invariant_holds, read_counter
 from tests.helpers import expect_error, leaked, new_volume
 from tests.integration.test_block_snapshots import from_snapshot, restored, snapshot
@@ -161,3 +170,46 @@ def test_group_keeps_cross_volume_invariant_singles_break_it(client: CsiClient, 
     a.delete()
     b.delete()
     assert not leaked(pool_dir)
+
+
+def test_failure_part_way_rolls_back_and_thaws(client: CsiClient, pool_dir: Path, work: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of space on the third member: the two made are removed, every filesystem thawed.
+
+    The provider runs in this process on the server's pool (pools are shared between processes),
+    so the third copy can be made to fail with ENOSPC; the freezes, copies and thaws are real.
+    """
+    vols = [new_volume(client, work, f"roll-{i}") for i in range(3)]
+    for vol in vols:
+        vol.up()
+    pool = Pool(pool_dir)
+    groups = LocalGroupSnapshots(pool, LocalBlockProvider(pool, ["zone-a", "zone-b"]))
+    real_clone = hostcopy.clone_file
+    calls: list[str] = []
+
+    def clone(src: str, dst: str) -> str:
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_clone(src, dst)
+
+    monkeypatch.setattr(hostcopy, "clone_file", clone)
+    snaps_before = set(os.listdir(pool_dir / "snapshots"))
+    with pytest.raises(Exhausted, match="ran out of space while cutting group snapshot 'rolled'"):
+        groups.create_group_snapshot("rolled", [v.id for v in vols], {})
+    assert len(calls) == 3
+    assert set(os.listdir(pool_dir / "snapshots")) == snaps_before
+    assert not [r for r in pool.snapshots.all(fresh=True) if r["name"].startswith("rolled/")]
+    assert groups.groups.find("name", "rolled") is None
+    assert not list((pool_dir / "locks").glob(f"{FROZEN_PREFIX}*"))
+    for vol in vols:
+        hostfs.freeze(str(vol.staging))  # would say "already frozen" had the rollback not thawed it
+        hostfs.thaw(str(vol.staging))
+    # The CO's retry, with the space back, makes the whole group.
+    monkeypatch.setattr(hostcopy, "clone_file", real_clone)
+    group = create_group(client, "rolled", [v.id for v in vols])
+    assert group.ready_to_use and len(group.snapshots) == 3
+    delete_group(client, group.group_snapshot_id, [s.snapshot_id for s in group.snapshots])
+    for vol in vols:
+        vol.down()
+        vol.delete()
