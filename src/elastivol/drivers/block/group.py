@@ -37,7 +37,12 @@ def group_message(group: GroupSnapshot) -> csi_pb2.VolumeGroupSnapshot:
 
 
 def check_members(group: GroupSnapshot, asked: list[str]) -> None:
-    """The spec's SHOULD: a ``snapshot_ids`` list that is not the group's members is refused."""
+    """The spec's SHOULD: a ``snapshot_ids`` list that is not the group's members is refused.
+
+    The field is required, but only checked once the group is known: an unknown group is
+    NOT_FOUND (get) or OK (delete) whatever the list says, as csi-sanity expects.
+    """
+    require(asked, "snapshot_ids")
     if sorted(set(asked)) != sorted(group.snapshot_ids):
         raise InvalidArgument(
             f"snapshot_ids {sorted(set(asked))} are not the members of group snapshot {group.id} "
@@ -87,7 +92,6 @@ class BlockGroupController(csi_pb2_grpc.GroupControllerServicer):
         self, request: csi_pb2.DeleteVolumeGroupSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> csi_pb2.DeleteVolumeGroupSnapshotResponse:
         require_text(request.group_snapshot_id, "group_snapshot_id")
-        require(request.snapshot_ids, "snapshot_ids")
         group_id = request.group_snapshot_id
         if not ids.is_group_snapshot_id(group_id):
             return csi_pb2.DeleteVolumeGroupSnapshotResponse()
@@ -107,7 +111,6 @@ class BlockGroupController(csi_pb2_grpc.GroupControllerServicer):
         self, request: csi_pb2.GetVolumeGroupSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> csi_pb2.GetVolumeGroupSnapshotResponse:
         require_text(request.group_snapshot_id, "group_snapshot_id")
-        require(request.snapshot_ids, "snapshot_ids")
         group_id = request.group_snapshot_id
         if not ids.is_group_snapshot_id(group_id):
             raise NotFound(f"group snapshot {group_id[:80]!r} does not exist")

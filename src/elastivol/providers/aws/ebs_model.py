@@ -15,6 +15,7 @@ from typing import Any
 from elastivol.errors import InvalidArgument
 from elastivol.params.block import BlockParameters, Performance, VolumeType
 from elastivol.providers.block import Volume, VolumeSpec
+from elastivol.providers.groups import GROUP_TAG
 from elastivol.providers.types import Attachment, ContentSource, GiB, Snapshot, VolumeMode
 
 NAME_TAG = "CSIVolumeName"
@@ -174,4 +175,5 @@ def to_snapshot(s: Mapping[str, Any]) -> Snapshot:
         created_at=_stamp(s.get("StartTime")),
         ready=s.get("State") == "completed",
         tags=tags,
+        group_snapshot_id=tags.get(GROUP_TAG, ""),
     )
