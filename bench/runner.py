@@ -22,6 +22,7 @@ BENCHMARKS = {
     "file": "bench.filevol",
     "aws": "bench.aws",
     "perf": "bench.perf",
+    "group": "bench.group",
 }
 
 

@@ -30,7 +30,7 @@ def test_group_of_volumes_on_one_instance(cluster: str, moto: Moto, raw_ec2: Any
     group = groups.create_group_snapshot("vgs-db", [data.id, wal.id], {"team": "db"})
     calls = moto.counts(mark)
     assert calls["CreateSnapshots"] == 1 and calls["CreateSnapshot"] == 0, calls
-    sent = [r for r in moto.requests(mark) if r.action == "CreateSnapshots"][0]
+    sent = next(r for r in moto.requests(mark) if r.action == "CreateSnapshots")
     # Only the members: the boot volume and the instance's other data volume are excluded.
     assert sent.params["InstanceSpecification.InstanceId"] == node
     assert sent.params["InstanceSpecification.ExcludeBootVolume"] == "true"

@@ -187,11 +187,11 @@ def test_failure_part_way_rolls_back_and_thaws(client: CsiClient, pool_dir: Path
     real_clone = hostcopy.clone_file
     calls: list[str] = []
 
-    def clone(src: str, dst: str) -> str:
+    def clone(src: str, dst: str, **kw: bool) -> str:
         calls.append(dst)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_clone(src, dst)
+        return real_clone(src, dst, **kw)
 
     monkeypatch.setattr(hostcopy, "clone_file", clone)
     snaps_before = set(os.listdir(pool_dir / "snapshots"))

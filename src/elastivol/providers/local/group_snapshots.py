@@ -21,6 +21,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -163,18 +164,25 @@ class LocalGroupSnapshots:
         mountpoints = sorted({m for m in staged if m})
         with self._all_frozen(mountpoints) as window:
             for rec, (_src, image) in zip(members, sources, strict=True):
-                rec["method"] = hostcopy.clone_file(str(image), str(self.pool.snapshot_path(rec["id"])))
+                # The reflink fixes the member's content; the fsyncs that make it durable wait
+                # until after the thaw, so that writers are held only for the clones themselves.
+                rec["method"] = hostcopy.clone_file(
+                    str(image), str(self.pool.snapshot_path(rec["id"])), durable=not mountpoints)
                 crashpoints.hit("group.while_frozen")
+        if mountpoints:
+            hostcopy.make_durable([str(self.pool.snapshot_path(rec["id"])) for rec in members])
         for rec, mountpoint in zip(members, staged, strict=True):
             # A member not staged here is crash-consistent (block level), at the same instant.
             rec.update(state="ready", consistency="filesystem" if mountpoint else "crash")
             self.pool.snapshots.put(rec["id"], rec)
         crashpoints.hit("group.after_members")
-        group.update(state="ready", freeze_window_s=window[0] if mountpoints else None, frozen=len(mountpoints))
+        group.update(state="ready", freeze_window_s=window[0] if mountpoints else None, frozen=len(mountpoints),
+                     freeze_phases_s={"freeze": window[1], "copy": window[2], "thaw": window[3]} if mountpoints else None)
         self.groups.put(group["id"], group)
         if mountpoints:
-            log.info("group snapshot %s (%s): %d members, %d filesystems frozen for %.1f ms",
-                     group["id"], group["name"], len(members), len(mountpoints), window[0] * 1000)
+            log.info("group snapshot %s (%s): %d members, %d filesystems frozen for %.1f ms "
+                     "(freezing %.1f, copying %.1f, thawing %.1f)", group["id"], group["name"], len(members),
+                     len(mountpoints), window[0] * 1000, window[1] * 1000, window[2] * 1000, window[3] * 1000)
             if self.on_freeze is not None:
                 self.on_freeze(window[0], len(mountpoints))
         else:
@@ -189,16 +197,19 @@ class LocalGroupSnapshots:
         are written before the first freeze and removed after the last thaw, so the window covers
         the freezes, the copies and the thaws and nothing else.
         """
-        window: list[float] = [0.0]
+        # [window, time to freeze all, time inside (the copies), time to thaw all]
+        window: list[float] = [0.0, 0.0, 0.0, 0.0]
         markers = [self.pool.freeze_marker(m) for m in mountpoints]
         frozen: list[str] = []
         start = time.monotonic()
         try:
-            for mountpoint in mountpoints:
-                hostfs.freeze(mountpoint)
-                frozen.append(mountpoint)
+            # All at once: each FIFREEZE flushes its filesystem and waits for the disk, and one
+            # after the other the waits add up (about 40 ms each here) while the first is held.
+            self._freeze_all(mountpoints, frozen)
+            window[1] = time.monotonic() - start
             yield window
         finally:
+            window[2] = time.monotonic() - start - window[1]
             failures = []
             for mountpoint in reversed(frozen):
                 try:
@@ -206,11 +217,31 @@ class LocalGroupSnapshots:
                 except Exception as exc:  # thaw every other one whatever one of them says
                     failures.append(exc)
             window[0] = time.monotonic() - start
+            window[3] = window[0] - window[1] - window[2]
             if not failures:
                 for marker in markers:
                     marker.unlink(missing_ok=True)
             if failures:
                 raise failures[0]
+
+    @staticmethod
+    def _freeze_all(mountpoints: list[str], frozen: list[str]) -> None:
+        """Freeze every mountpoint concurrently; ``frozen`` lists those that were (to thaw)."""
+        if len(mountpoints) == 1:
+            hostfs.freeze(mountpoints[0])
+            frozen.append(mountpoints[0])
+            return
+        with ThreadPoolExecutor(max_workers=min(len(mountpoints), 16), thread_name_prefix="freeze") as pool:
+            futures = {pool.submit(hostfs.freeze, m): m for m in mountpoints}
+            errors = []
+            for future, mountpoint in futures.items():
+                try:
+                    future.result()
+                    frozen.append(mountpoint)
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _roll_back(self, group: dict[str, Any]) -> None:
         """Remove every member of a half-made group, then the group record."""
