@@ -213,3 +213,22 @@ def test_failure_part_way_rolls_back_and_thaws(client: CsiClient, pool_dir: Path
     for vol in vols:
         vol.down()
         vol.delete()
+
+
+def test_a_member_deleted_on_its_own_does_not_block_the_group_delete(client: CsiClient, pool_dir: Path,
+                                                                      work: Path) -> None:
+    a = new_volume(client, work, "lone-a")
+    b = new_volume(client, work, "lone-b")
+    group = create_group(client, "lone", [a.id, b.id])
+    snap_ids = [s.snapshot_id for s in group.snapshots]
+    log = (work / "logs" / "block-server.log").read_text()
+    assert f"group snapshot {group.group_snapshot_id} (lone): 2 members, none staged on this host" in log
+    client.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap_ids[0]))
+    got = get_group(client, group.group_snapshot_id, snap_ids)
+    assert not got.ready_to_use and [s.snapshot_id for s in got.snapshots] == snap_ids[1:]
+    expect_error(C.INVALID_ARGUMENT, delete_group, client, group.group_snapshot_id, snap_ids[1:])
+    delete_group(client, group.group_snapshot_id, snap_ids)
+    expect_error(C.NOT_FOUND, get_group, client, group.group_snapshot_id, snap_ids)
+    assert not [p for p in (pool_dir / "snapshots").iterdir() if p.stem in snap_ids]
+    a.delete()
+    b.delete()

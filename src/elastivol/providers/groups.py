@@ -22,10 +22,13 @@ class GroupSnapshot:
     # Seconds between the first filesystem freeze and the last thaw (local provider); None when
     # nothing was frozen (no member staged on this host) or the backend cuts the set itself (EBS).
     freeze_window_s: float | None = None
+    # Every member the group was cut with, also one since deleted on its own (a provider that
+    # keeps a record of the group knows them; otherwise the members found).
+    recorded_ids: tuple[str, ...] = ()
 
     @property
     def snapshot_ids(self) -> list[str]:
-        return [s.id for s in self.snapshots]
+        return list(self.recorded_ids) or [s.id for s in self.snapshots]
 
 
 class GroupSnapshotProvider(Protocol):

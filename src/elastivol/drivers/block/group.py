@@ -40,13 +40,19 @@ def check_members(group: GroupSnapshot, asked: list[str]) -> None:
     """The spec's SHOULD: a ``snapshot_ids`` list that is not the group's members is refused.
 
     The field is required, but only checked once the group is known: an unknown group is
-    NOT_FOUND (get) or OK (delete) whatever the list says, as csi-sanity expects.
+    NOT_FOUND (get) or OK (delete) whatever the list says, as csi-sanity expects. Where the
+    provider keeps a record of the group (local) the list must be exactly its members, also one
+    deleted on its own since; where the group is only what is found (EBS tags) every member found
+    must be in the list, and ids beyond them are taken for members already gone.
     """
     require(asked, "snapshot_ids")
-    if sorted(set(asked)) != sorted(group.snapshot_ids):
+    wanted = set(asked)
+    found = {s.id for s in group.snapshots}
+    recorded = set(group.recorded_ids)
+    if (wanted != recorded) if recorded else not found <= wanted:
         raise InvalidArgument(
-            f"snapshot_ids {sorted(set(asked))} are not the members of group snapshot {group.id} "
-            f"({', '.join(sorted(group.snapshot_ids))}): pass exactly the snapshot ids the group was created with"
+            f"snapshot_ids {sorted(wanted)} are not the members of group snapshot {group.id} "
+            f"({', '.join(sorted(recorded or found))}): pass exactly the snapshot ids the group was created with"
         )
 
 

@@ -79,6 +79,7 @@ class LocalGroupSnapshots:
             and len(members) == len(rec.get("members", []))
             and all(s.ready for s in members),
             freeze_window_s=None if window is None else float(window),
+            recorded_ids=tuple(m["snapshot_id"] for m in rec.get("members", [])),
         )
 
     def get_group_snapshot(self, group_snapshot_id: str) -> GroupSnapshot:
@@ -227,6 +228,8 @@ class LocalGroupSnapshots:
     @staticmethod
     def _freeze_all(mountpoints: list[str], frozen: list[str]) -> None:
         """Freeze every mountpoint concurrently; ``frozen`` lists those that were (to thaw)."""
+        if not mountpoints:
+            return
         if len(mountpoints) == 1:
             hostfs.freeze(mountpoints[0])
             frozen.append(mountpoints[0])
