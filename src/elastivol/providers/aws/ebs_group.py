@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from elastivol import ids
@@ -128,8 +129,10 @@ class EbsGroupSnapshots:
         """The one instance every member is attached to, or a refusal that says what to do."""
         where: dict[str, str] = {}
         unattached: list[str] = []
-        for volume_id in volume_ids:
-            volume = self.view.volume(volume_id)
+        # Asked together, so that the batcher makes one DescribeVolumes of them all.
+        with ThreadPoolExecutor(max_workers=min(len(volume_ids), 16), thread_name_prefix="describe") as pool:
+            volumes = list(pool.map(self.view.volume, volume_ids))
+        for volume_id, volume in zip(volume_ids, volumes, strict=True):
             if volume is None:
                 raise NotFound(f"source volume {volume_id} does not exist in EC2")
             on = sorted({str(a["InstanceId"]) for a in volume.get("Attachments", []) if a.get("State") in ATTACHED})
