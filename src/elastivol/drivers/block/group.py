@@ -110,7 +110,9 @@ class BlockGroupController(csi_pb2_grpc.GroupControllerServicer):
             check_members(group, list(request.snapshot_ids))
             self.provider.delete_group_snapshot(group_id)
 
-        await self.inflight.run_in_thread((group_id,), delete, what="DeleteVolumeGroupSnapshot")
+        # The members too: a restore from one of them (CreateVolume holds its snapshot id) finishes first.
+        members = [i for i in request.snapshot_ids if ids.is_snapshot_id(i)]
+        await self.inflight.run_in_thread((group_id, *sorted(set(members))), delete, what="DeleteVolumeGroupSnapshot")
         return csi_pb2.DeleteVolumeGroupSnapshotResponse()
 
     async def GetVolumeGroupSnapshot(
