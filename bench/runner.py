@@ -23,6 +23,7 @@ BENCHMARKS = {
     "aws": "bench.aws",
     "perf": "bench.perf",
     "footprint": "bench.footprint",
+    "group": "bench.group",
 }
 
 

@@ -36,6 +36,7 @@ class CsiClient:
         self.identity = csi_pb2_grpc.IdentityStub(self.channel)
         self.controller = csi_pb2_grpc.ControllerStub(self.channel)
         self.node = csi_pb2_grpc.NodeStub(self.channel)
+        self.group = csi_pb2_grpc.GroupControllerStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()

@@ -82,6 +82,8 @@ class Snapshot:
     # "filesystem" when the source was frozen around the copy, else "crash" (block level).
     consistency: str = "crash"
     tags: dict[str, str] = field(default_factory=dict)
+    # The volume group snapshot this one was cut with (providers/groups.py), else "".
+    group_snapshot_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ VOLUME_ID = re.compile(rf"vol-{_HEX}")
 SNAPSHOT_ID = re.compile(rf"snap-{_HEX}")
 FILESYSTEM_ID = re.compile(rf"fs-{_HEX}")
 ACCESS_POINT_ID = re.compile(rf"fsap-{_HEX}")
+# Volume group snapshots (EBS has no such object: the aws provider tags the members with this id).
+GROUP_SNAPSHOT_ID = re.compile(r"vgs-[0-9a-f]{17}")
 # Node ids become file names in the pool; keep them to a safe alphabet.
 NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -27,6 +29,10 @@ def is_volume_id(value: str) -> bool:
 
 def is_snapshot_id(value: str) -> bool:
     return SNAPSHOT_ID.fullmatch(value) is not None
+
+
+def is_group_snapshot_id(value: str) -> bool:
+    return GROUP_SNAPSHOT_ID.fullmatch(value) is not None
 
 
 def is_filesystem_id(value: str) -> bool:

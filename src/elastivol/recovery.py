@@ -24,6 +24,7 @@ from pathlib import Path
 
 from elastivol import ids
 from elastivol.node import fs, holders, loop, mount
+from elastivol.providers.local.group_snapshots import scan_groups
 from elastivol.providers.local.pool import FROZEN_PREFIX, Pool, PoolLoop
 
 log = logging.getLogger("elastivol.recovery")
@@ -103,6 +104,8 @@ def scan_pool(pool: Pool) -> list[Finding]:
             out.append(Finding("orphan-snapshot-image", str(entry), "snapshot image without a record",
                                f"elastivol doctor {where} --fix (or rm {entry})", _unlink(entry)))
     out += scan_frozen(pool)
+    for group_id, detail, fix in scan_groups(pool):
+        out.append(Finding("half-made-group-snapshot", group_id, detail, f"elastivol doctor {where} --fix", fix))
     for store in (pool.volumes, pool.snapshots, pool.nodes):
         out += _temp_files(store.directory)
         for problem in store.problems:

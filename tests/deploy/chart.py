@@ -24,6 +24,7 @@ NAMESPACE = "elastivol-system"
 RELEASE = "ev"
 
 SNAPSHOT_API = "snapshot.storage.k8s.io/v1/VolumeSnapshotClass"
+GROUP_SNAPSHOT_API = "groupsnapshot.storage.k8s.io/v1/VolumeGroupSnapshotClass"
 DRIVER_NAMES = {"block": "block.csi.elastivol.io", "file": "file.csi.elastivol.io"}
 SIDECARS = {
     "csi-provisioner": "provisioner",
@@ -127,6 +128,7 @@ SCENARIOS = [
         ),
     ),
     Scenario("snapshots-forced", {"sidecars": {"snapshotter": {"forceEnable": True}}, "metrics": {"enabled": True}}),
+    Scenario("group-snapshots", {}, api_versions=(SNAPSHOT_API, GROUP_SNAPSHOT_API)),
 ]
 
 

@@ -361,6 +361,25 @@ def test_snapshotter_runs_when_the_crds_exist_or_when_forced(rendered: Render, h
     assert SNAPSHOT_API in BY_NAME["aws-both-drivers"].api_versions
 
 
+def test_group_snapshots_follow_their_crds(rendered: Render) -> None:
+    """csi-snapshotter serves group snapshots (and may read their kinds) only where the CRDs exist: its gate is on by
+    default, and without the CRDs it would wait for them and serve no snapshot at all."""
+    def gate_and_grants(name: str) -> tuple[list[list[str]], set[str]]:
+        docs = rendered(BY_NAME[name])
+        gates = [flags(c).get("feature-gates", []) for _, c in iter_containers(docs) if c["name"] == "csi-snapshotter"]
+        groups = {res for role in of_kind(docs, "ClusterRole") for rule in role["rules"]
+                  if "groupsnapshot.storage.k8s.io" in rule["apiGroups"] for res in rule["resources"]}
+        return gates, groups
+
+    gates, groups = gate_and_grants("group-snapshots")
+    assert gates and all(g == ["CSIVolumeGroupSnapshot=true"] for g in gates), gates
+    assert groups == {"volumegroupsnapshotclasses", "volumegroupsnapshotcontents", "volumegroupsnapshotcontents/status"}
+    for name in ("aws-both-drivers", "snapshots-forced"):  # snapshot CRDs without the group ones
+        gates, groups = gate_and_grants(name)
+        assert gates and all(g == ["CSIVolumeGroupSnapshot=false"] for g in gates), (name, gates)
+        assert not groups, name
+
+
 # -- RBAC ------------------------------------------------------------------------------------
 # What each sidecar's upstream deploy/kubernetes/rbac.yaml grants, as (apiGroup, resource): verbs.
 REQUIRED: dict[str, dict[tuple[str, str], set[str]]] = {
@@ -403,6 +422,12 @@ EXTRA_ALLOWED: dict[str, dict[tuple[str, str], set[str]]] = {
         ("storage.k8s.io", "volumeattributesclasses"): {"get"},
     },
     "resizer": {("storage.k8s.io", "volumeattributesclasses"): {"get", "list", "watch"}},
+    # Volume group snapshots, only when their CRDs exist (test_group_snapshots_follow_their_crds).
+    "snapshotter": {
+        ("groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses"): {"get", "list", "watch"},
+        ("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents"): {"get", "list", "watch", "update", "patch"},
+        ("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents/status"): {"update", "patch"},
+    },
 }
 LEASES = {("coordination.k8s.io", "leases"): {"get", "watch", "list", "delete", "update", "create"}}
 CAPACITY = {

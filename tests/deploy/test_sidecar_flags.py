@@ -37,7 +37,9 @@ DOCUMENTED = {
                                         "enable-capacity", "capacity-ownerref-level"},
     "attacher": _COMMON | _LEADER | {"timeout", "worker-threads"},
     "resizer": _COMMON | _LEADER | {"timeout", "workers"},
-    "snapshotter": _COMMON | _LEADER | {"timeout", "worker-threads", "extra-create-metadata", "node-deployment"},
+    # feature-gates: only CSIVolumeGroupSnapshot (GA, on by default since v8.6), said explicitly either way.
+    "snapshotter": _COMMON | _LEADER | {"timeout", "worker-threads", "extra-create-metadata", "node-deployment",
+                                        "feature-gates"},
     # --mode=kubelet-registration-probe is documented as deprecated ("no longer needed"): not used.
     "nodeDriverRegistrar": _COMMON | {"kubelet-registration-path"},
     "livenessProbe": _COMMON | {"probe-timeout"},
@@ -73,7 +75,9 @@ def test_sidecars_get_only_documented_flags(rendered: Render, scenario: Scenario
         undocumented = used - DOCUMENTED[key]
         assert not undocumented, f"{container['name']}: {sorted(undocumented)} are not documented for " \
                                  f"{CHECKED_AGAINST[key][1]}"
-        assert "feature-gates" not in used
+        gates = flags(container).get("feature-gates", [])
+        assert not gates or (key == "snapshotter" and gates in (["CSIVolumeGroupSnapshot=true"],
+                                                                ["CSIVolumeGroupSnapshot=false"])), gates
         # A probe that runs the sidecar's binary would pass flags too; none does.
         assert "exec" not in (container.get("livenessProbe") or {}), container["name"]
     assert seen, "no sidecar was rendered"

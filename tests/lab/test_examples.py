@@ -124,8 +124,8 @@ class Run:
 
     # -- values --------------------------------------------------------------------------------------
     def jsonpath(self, kind: str, name: str, template: str) -> tuple[str | None, str]:
-        """(value or None, what was seen)."""
-        result = lab(self.directory, "get", kind, name, "-o", f"jsonpath={template}")
+        """(value or None, what was seen). NAME ``*`` reads every object of the kind (a List, ``{.items[...]}``)."""
+        result = lab(self.directory, "get", kind, *([] if name == "*" else [name]), "-o", f"jsonpath={template}")
         if result.returncode != 0:
             return None, f"`lab get {kind} {name}` failed: {(result.stderr or result.stdout).strip()}"
         if result.stdout == "":
@@ -245,19 +245,16 @@ class Run:
 
     def apply(self, line: Line, path: str) -> None:
         source = ROOT / path
-        if not self.placeholders:
+        if not self.placeholders and not self.vars:
             self.cli(line, "apply", "-f", path)
             return
-        # Copy what is applied to a temp dir, with the placeholders replaced.
+        # Copy what is applied to a temp dir, with the placeholders and the `let` values replaced.
         target = Path(tempfile.mkdtemp(dir=self.work))
         files = sorted(source.glob("*.yaml")) if path.endswith("/") else [source]
         if not files or not all(f.is_file() for f in files):
             raise Failed(f"{self.where(line)}: {path} has no .yaml file to apply")
         for f in files:
-            text = f.read_text()
-            for placeholder, value in self.placeholders.items():
-                text = text.replace(placeholder, value)
-            (target / f.name).write_text(text)
+            (target / f.name).write_text(self.expand(f.read_text(), line))
         self.cli(line, "apply", "-f", str(target) + "/" if path.endswith("/") else str(target / files[0].name))
 
     def let(self, line: Line, rest: str) -> None:

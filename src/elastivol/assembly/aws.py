@@ -68,10 +68,14 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
     if config.controller:
         provider = EbsProvider(clients, settings, cluster_id=config.cluster_id, zones=config.served_zones(),
                                extra_tags=config.extra_volume_tags, max_volumes_per_node=config.max_volumes_per_node)
-    services = Services(identity=Identity(BLOCK_DRIVER_NAME, provider.health if provider else _ready),
-                        inflight=inflight)
+    services = Services(identity=Identity(BLOCK_DRIVER_NAME, provider.health if provider else _ready,
+                                          group_controller=True), inflight=inflight)
     if provider is not None:
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
+        from elastivol.drivers.block.group import BlockGroupController
+        from elastivol.providers.aws.controller.ebs_group import EbsGroupSnapshots
+
+        services.group_controller = BlockGroupController(EbsGroupSnapshots(provider), inflight)
     if config.node and identity is not None:
         limit = max_volumes(identity.instance_type or settings.instance_type,
                             override=config.max_volumes_per_node, reserved=settings.reserved_attachments)

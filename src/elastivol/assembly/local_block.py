@@ -45,10 +45,15 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
     health = pool.health
     if config.node and config.enforce_performance:
         health = _with_throttle_notice(pool.health)
-    services = Services(identity=Identity(BLOCK_DRIVER_NAME, health), inflight=inflight)
+    services = Services(identity=Identity(BLOCK_DRIVER_NAME, health, group_controller=True), inflight=inflight)
     if config.controller:
         provider = LocalBlockProvider(pool, config.served_zones(), max_volumes_per_node=config.max_volumes_per_node)
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
+        from elastivol.drivers.block.group import BlockGroupController, freeze_observer
+        from elastivol.providers.local.group_snapshots import LocalGroupSnapshots
+
+        groups = LocalGroupSnapshots(pool, provider, on_freeze=freeze_observer(metrics))
+        services.group_controller = BlockGroupController(groups, inflight)
         services.background.append(lambda: _pool_gauges(pool, metrics))
     if config.node:
         if not has_capability(CAP_SYS_RESOURCE):

@@ -28,6 +28,7 @@ class Identity(csi_pb2_grpc.IdentityServicer):
         topology: bool = True,
         online_expansion: bool = True,
         offline_expansion: bool = True,
+        group_controller: bool = False,
     ) -> None:
         self.name = name
         self.health = health
@@ -36,6 +37,8 @@ class Identity(csi_pb2_grpc.IdentityServicer):
         caps = [csi_pb2.PluginCapability(service=_SERVICE(type=_SERVICE.CONTROLLER_SERVICE))]
         if topology:
             caps.append(csi_pb2.PluginCapability(service=_SERVICE(type=_SERVICE.VOLUME_ACCESSIBILITY_CONSTRAINTS)))
+        if group_controller:
+            caps.append(csi_pb2.PluginCapability(service=_SERVICE(type=_SERVICE.GROUP_CONTROLLER_SERVICE)))
         if online_expansion:
             caps.append(csi_pb2.PluginCapability(volume_expansion=_EXPANSION(type=_EXPANSION.ONLINE)))
         if offline_expansion:

@@ -28,6 +28,7 @@ def snapshot_message(snap: Snapshot) -> csi_pb2.Snapshot:
         source_volume_id=snap.source_volume_id,
         creation_time={"seconds": nanos // 10**9, "nanos": nanos % 10**9},
         ready_to_use=snap.ready,
+        group_snapshot_id=snap.group_snapshot_id,
     )
 
 

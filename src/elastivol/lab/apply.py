@@ -338,7 +338,10 @@ def apply_object(store: Store, obj: Obj, fs_id: str) -> str:
              "volumeattributesclasse": "volumeattributesclass.storage.k8s.io",
              "volumesnapshot": "volumesnapshot.snapshot.storage.k8s.io",
              "volumesnapshotcontent": "volumesnapshotcontent.snapshot.storage.k8s.io",
-             "statefulset": "statefulset.apps", "deployment": "deployment.apps"}.get(label, label)
+             "statefulset": "statefulset.apps", "deployment": "deployment.apps",
+             "volumegroupsnapshotclasse": "volumegroupsnapshotclass.groupsnapshot.storage.k8s.io",
+             "volumegroupsnapshot": "volumegroupsnapshot.groupsnapshot.storage.k8s.io",
+             "volumegroupsnapshotcontent": "volumegroupsnapshotcontent.groupsnapshot.storage.k8s.io"}.get(label, label)
     current = store.get(kind.name, meta["name"], namespace)
     if current is None:
         for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"):

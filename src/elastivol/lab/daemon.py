@@ -25,6 +25,7 @@ from elastivol.lab import mountpoints
 from elastivol.lab.attacher import Attacher, attacher_finalizer
 from elastivol.lab.binding import PVController, Scheduler
 from elastivol.lab.context import Context, Loop
+from elastivol.lab.groupsnapshotter import GroupSnapshotter
 from elastivol.lab.kubelet import Kubelet, proc_start_time
 from elastivol.lab.layout import DRIVERS, SHORT, Layout
 from elastivol.lab.modifier import Modifier
@@ -71,6 +72,7 @@ class Daemon:
         self.kubelets = [Kubelet(self.ctx, n.name) for n in self.config.nodes]
         self.loops: list[Loop] = [PVController(self.ctx), Scheduler(self.ctx), Provisioner(self.ctx),
                                   Attacher(self.ctx), Resizer(self.ctx), Modifier(self.ctx), Snapshotter(self.ctx),
+                                  GroupSnapshotter(self.ctx),
                                   Workloads(self.ctx), *self.kubelets]
         self.threads: list[threading.Thread] = []
 

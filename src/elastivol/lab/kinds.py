@@ -42,6 +42,13 @@ _KIND_LIST = [
     Kind("VolumeSnapshot", "snapshot.storage.k8s.io/v1", "volumesnapshots", True, ("vs", "volumesnapshot")),
     Kind("VolumeSnapshotContent", "snapshot.storage.k8s.io/v1", "volumesnapshotcontents", False,
          ("vsc", "vscs", "volumesnapshotcontent")),
+    # Volume group snapshots (lab/groupsnapshotter.py).
+    Kind("VolumeGroupSnapshotClass", "groupsnapshot.storage.k8s.io/v1", "volumegroupsnapshotclasses", False,
+         ("vgsclass", "vgsclasses", "volumegroupsnapshotclass")),
+    Kind("VolumeGroupSnapshot", "groupsnapshot.storage.k8s.io/v1", "volumegroupsnapshots", True,
+         ("vgs", "volumegroupsnapshot")),
+    Kind("VolumeGroupSnapshotContent", "groupsnapshot.storage.k8s.io/v1", "volumegroupsnapshotcontents", False,
+         ("vgsc", "vgscs", "volumegroupsnapshotcontent")),
     Kind("Node", "v1", "nodes", False, ("no", "node"), False),
     Kind("Event", "v1", "events", True, ("ev", "event"), False),
 ]
@@ -148,6 +155,19 @@ FIELDS: dict[str, dict[str, Any]] = {
                  "source": {"snapshotHandle": ANY, "volumeHandle": ANY},
                  "volumeSnapshotRef": {"apiVersion": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "uid": ANY,
                                        "resourceVersion": ANY}},
+    },
+    "VolumeGroupSnapshotClass": {"apiVersion": ANY, "kind": ANY, "metadata": _META, "driver": ANY,
+                                 "deletionPolicy": ANY, "parameters": ANY},
+    "VolumeGroupSnapshot": {
+        "apiVersion": ANY, "kind": ANY, "metadata": _META, "status": ANY,
+        "spec": {"volumeGroupSnapshotClassName": ANY, "source": {"selector": _LABEL_SELECTOR}},
+    },
+    "VolumeGroupSnapshotContent": {
+        "apiVersion": ANY, "kind": ANY, "metadata": _META, "status": ANY,
+        "spec": {"deletionPolicy": ANY, "driver": ANY, "volumeGroupSnapshotClassName": ANY,
+                 "source": {"volumeHandles": ANY},
+                 "volumeGroupSnapshotRef": {"apiVersion": ANY, "kind": ANY, "name": ANY, "namespace": ANY,
+                                            "uid": ANY, "resourceVersion": ANY}},
     },
 }
 

@@ -382,6 +382,19 @@ _TABLES: dict[str, tuple[str, list[tuple[str, Getter]]]] = {
         ("VOLUMESNAPSHOTNAMESPACE", "spec.volumeSnapshotRef.namespace"), ("AGE", _age_col)]),
     "VolumeSnapshotClass": ("volumesnapshotclass.snapshot.storage.k8s.io", [
         ("NAME", "metadata.name"), ("DRIVER", "driver"), ("DELETIONPOLICY", "deletionPolicy"), ("AGE", _age_col)]),
+    # The printer columns of the groupsnapshot.storage.k8s.io CRDs.
+    "VolumeGroupSnapshot": ("volumegroupsnapshot.groupsnapshot.storage.k8s.io", [
+        ("NAME", "metadata.name"), ("READYTOUSE", "status.readyToUse"),
+        ("VOLUMEGROUPSNAPSHOTCLASS", "spec.volumeGroupSnapshotClassName"),
+        ("VOLUMEGROUPSNAPSHOTCONTENT", "status.boundVolumeGroupSnapshotContentName"),
+        ("CREATIONTIME", _date_col("status.creationTime")), ("AGE", _age_col)]),
+    "VolumeGroupSnapshotContent": ("volumegroupsnapshotcontent.groupsnapshot.storage.k8s.io", [
+        ("NAME", "metadata.name"), ("READYTOUSE", "status.readyToUse"), ("DELETIONPOLICY", "spec.deletionPolicy"),
+        ("DRIVER", "spec.driver"), ("VOLUMEGROUPSNAPSHOTCLASS", "spec.volumeGroupSnapshotClassName"),
+        ("VOLUMEGROUPSNAPSHOTNAMESPACE", "spec.volumeGroupSnapshotRef.namespace"),
+        ("VOLUMEGROUPSNAPSHOT", "spec.volumeGroupSnapshotRef.name"), ("AGE", _age_col)]),
+    "VolumeGroupSnapshotClass": ("volumegroupsnapshotclass.groupsnapshot.storage.k8s.io", [
+        ("NAME", "metadata.name"), ("DRIVER", "driver"), ("DELETIONPOLICY", "deletionPolicy"), ("AGE", _age_col)]),
     "StatefulSet": ("statefulset.apps", [
         ("NAME", "metadata.name"), ("READY", _replicas), ("AGE", _age_col),
         ("*CONTAINERS", _containers_col("name")), ("*IMAGES", _containers_col("image"))]),

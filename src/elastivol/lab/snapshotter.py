@@ -60,6 +60,8 @@ class Snapshotter(Loop):
                 .strftime("%Y-%m-%dT%H:%M:%SZ")
         if cstatus.get("error"):
             new["error"] = cstatus["error"]
+        if status.get("volumeGroupSnapshotName"):  # a member of a group (lab/groupsnapshotter.py)
+            new["volumeGroupSnapshotName"] = status["volumeGroupSnapshotName"]
         if new == {k: status.get(k) for k in new} and ("error" in new) == ("error" in status):
             return
         was_ready = bool(status.get("readyToUse"))

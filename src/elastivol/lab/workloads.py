@@ -63,7 +63,9 @@ class Workloads(Loop):
                 if self.ctx.store.get("PersistentVolumeClaim", claim, ns) is None:
                     pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                            "metadata": {"name": claim, "namespace": ns, "finalizers": [PVC_PROTECTION],
-                                        "labels": (spec["template"].get("metadata") or {}).get("labels") or {}},
+                                        # The claim template's own labels, and the set's (the controller adds those).
+                                        "labels": {**((tpl.get("metadata") or {}).get("labels") or {}),
+                                                   **((spec["template"].get("metadata") or {}).get("labels") or {})}},
                            "spec": {"volumeMode": "Filesystem", **copy.deepcopy(tpl["spec"])},
                            "status": {"phase": "Pending"}}
                     try:

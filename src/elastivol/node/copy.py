@@ -123,8 +123,13 @@ def clone_file(
     *,
     allow_fallback: bool = True,
     progress: Progress | None = None,
+    durable: bool = True,
 ) -> str:
-    """Copy ``src`` to ``dst``; returns "reflink" or "copy" (the sparse fallback)."""
+    """Copy ``src`` to ``dst``; returns "reflink" or "copy" (the sparse fallback).
+
+    ``durable=False`` leaves out the fsyncs of ``dst`` and its directory: the caller makes the copy
+    durable later (:func:`make_durable`), outside a window that must stay short (a freeze).
+    """
     src, dst = os.fspath(src), os.fspath(dst)
     partial = dst + PARTIAL_SUFFIX
     try:
@@ -149,7 +154,8 @@ def clone_file(
                     "filesystems), and a full copy was not allowed"
                 )
             os.fchmod(dst_fd, st.st_mode & 0o7777)
-            os.fsync(dst_fd)
+            if durable:
+                os.fsync(dst_fd)
         finally:
             os.close(dst_fd)
         os.replace(partial, dst)
@@ -159,5 +165,18 @@ def clone_file(
         raise
     finally:
         os.close(src_fd)
-    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    if durable:
+        fsync_dir(os.path.dirname(os.path.abspath(dst)))
     return method
+
+
+def make_durable(paths: list[str]) -> None:
+    """fsync files copied with ``clone_file(durable=False)``, then their directories."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for directory in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+        fsync_dir(directory)

@@ -63,6 +63,13 @@ provider), "" when they run in the controller Deployment (aws provider).
 {{- if or .Values.sidecars.snapshotter.forceEnable (.Capabilities.APIVersions.Has "snapshot.storage.k8s.io/v1/VolumeSnapshotClass") -}}true{{- end -}}
 {{- end -}}
 
+{{/* "true" when the csi-snapshotter also serves VolumeGroupSnapshots: the group snapshot CRDs exist (or it is forced).
+Without the CRDs the sidecar must be told so (its CSIVolumeGroupSnapshot gate is on by default since v8.6): it would
+wait for the missing kinds and serve no snapshot at all. */}}
+{{- define "elastivol.groupSnapshots" -}}
+{{- if and (include "elastivol.snapshotter" .) (or .Values.sidecars.snapshotter.forceEnableGroupSnapshots (.Capabilities.APIVersions.Has "groupsnapshot.storage.k8s.io/v1/VolumeGroupSnapshotClass")) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when the node pods of a driver share the host's network (file driver on AWS: NFS). Input: dict root, driver. */}}
 {{- define "elastivol.hostNetwork" -}}
 {{- if and (eq .driver "file") (eq .root.Values.provider "aws") .root.Values.drivers.file.hostNetwork -}}true{{- end -}}
@@ -338,6 +345,7 @@ attacher and resizer elect one leader cluster-wide; otherwise all elect a leader
     - --worker-threads={{ $s.snapshotter.workerThreads }}
     - --extra-create-metadata
     - --http-endpoint=:{{ $s.snapshotter.httpPort }}
+    - --feature-gates=CSIVolumeGroupSnapshot={{ include "elastivol.groupSnapshots" $root | default "false" }}
     {{- if .nodeLocal }}
     - --node-deployment=true
     {{- else }}

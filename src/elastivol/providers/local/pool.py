@@ -458,6 +458,7 @@ def snapshot_from_record(rec: dict[str, Any]) -> Snapshot:
         ready=rec.get("state") == "ready",
         consistency=str(rec.get("consistency", "crash")),
         tags=dict(rec.get("tags", {})),
+        group_snapshot_id=str(rec.get("group_snapshot_id", "")),
     )
 
 

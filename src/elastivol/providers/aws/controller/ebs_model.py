@@ -16,6 +16,7 @@ from elastivol.domain import Attachment, ContentSource, Snapshot, VolumeMode
 from elastivol.errors import InvalidArgument
 from elastivol.params.block import BlockParameters, Performance, VolumeType
 from elastivol.providers.block import Volume, VolumeSpec
+from elastivol.providers.groups import GROUP_TAG
 from elastivol.units import GiB
 
 NAME_TAG = "CSIVolumeName"
@@ -175,4 +176,5 @@ def to_snapshot(s: Mapping[str, Any]) -> Snapshot:
         created_at=_stamp(s.get("StartTime")),
         ready=s.get("State") == "completed",
         tags=tags,
+        group_snapshot_id=tags.get(GROUP_TAG, ""),
     )

@@ -80,7 +80,8 @@ def _by_id(ids: list[str], pattern: re.Pattern[str], fetch: Any, id_key: str) ->
             items = fetch(remaining)
         except NotFound as exc:
             missing = set(pattern.findall(str(exc))) & set(remaining)
-            if not missing:
+            # Naming every id of several says nothing (moto names them all when one is missing).
+            if not missing or (len(remaining) > 1 and missing == set(remaining)):
                 if len(remaining) == 1:
                     return found
                 # EC2 did not say which ids: ask for each, so one missing id cannot hide the rest.
