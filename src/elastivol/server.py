@@ -69,22 +69,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             secrets = getattr(request, "secrets", None)
             if secrets:
                 remember_secrets(secrets.values())
-            code = grpc.StatusCode.OK
-            message = ""
-            try:
-                return await inner(request, context)
-            except asyncio.CancelledError:
-                code, message = grpc.StatusCode.CANCELLED, "cancelled by the client"
-                raise
-            except Exception as exc:  # the one place that maps failures to codes
-                if _is_abort(exc):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                code, message = status_for(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.error("internal error in %s", method, exc_info=exc, extra={"fields": {"request_id": request_id}})
-                await context.abort(code, message)
-            finally:
+            def record(code: grpc.StatusCode, message: str = "") -> None:
+                # Called before the status leaves (abort sends it at once), so a client that has its
+                # answer also finds the call in the metrics and the log.
                 elapsed = time.perf_counter() - start
                 metrics.observe(method, code.name, elapsed)
                 fields: dict[str, Any] = {
@@ -106,6 +93,23 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 if method in ("Probe", "NodeGetCapabilities", "GetPluginInfo") and code is grpc.StatusCode.OK:
                     level = logging.DEBUG
                 log.log(level, "%s %s", method, code.name, extra={"fields": fields})
+
+            try:
+                response = await inner(request, context)
+            except asyncio.CancelledError:
+                record(grpc.StatusCode.CANCELLED, "cancelled by the client")
+                raise
+            except Exception as exc:  # the one place that maps failures to codes
+                if _is_abort(exc):
+                    record(context.code() or grpc.StatusCode.UNKNOWN)
+                    raise
+                code, message = status_for(exc)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.error("internal error in %s", method, exc_info=exc, extra={"fields": {"request_id": request_id}})
+                record(code, message)
+                await context.abort(code, message)
+            record(grpc.StatusCode.OK)
+            return response
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
