@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ NEEDS = {"aws": ("moto", "pip install 'elastivol[bench]'")}
 def missing_dependency(name: str) -> str | None:
     """Why benchmark ``name`` cannot run here (a module that is not installed), or None."""
     need = NEEDS.get(name)
-    if need is None or importlib.util.find_spec(need[0]) is not None:  # type: ignore[attr-defined]
+    if need is None or importlib.util.find_spec(need[0]) is not None:
         return None
     return f"{name} needs {need[0]}, which is not installed: {need[1]}"
 
@@ -43,10 +44,10 @@ def available() -> list[str]:
     out = []
     for name, mod in BENCHMARKS.items():
         try:
-            importlib.util.find_spec(mod)  # type: ignore[attr-defined]
+            importlib.util.find_spec(mod)
         except ModuleNotFoundError:
             continue
-        if importlib.util.find_spec(mod) is not None:  # type: ignore[attr-defined]
+        if importlib.util.find_spec(mod) is not None:
             out.append(name)
     return out
 

@@ -21,7 +21,7 @@ from tests.aws.test_block_grpc import cluster_id, disks, node, server, work  # n
 from tests.reliability.deadline import Tally, deadline_then_retry, spread
 
 GiB = 1 << 30
-ROUNDS = int(os.environ.get("ELASTIVOL_AWS_DEADLINE_ROUNDS", "25"))
+ROUNDS = int(os.environ.get("ELASTIVOL_AWS_DEADLINE_ROUNDS", "12"))
 CAP = volume_capability(MOUNT, fs_type="xfs")
 
 

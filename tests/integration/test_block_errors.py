@@ -212,4 +212,5 @@ def test_identity(client: CsiClient, method: str) -> None:
         assert kinds == {"service", "volume_expansion"}
         services = {c.service.type for c in resp.capabilities if c.HasField("service")}
         assert services == {csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE,
-                            csi_pb2.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS}
+                            csi_pb2.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+                            csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE}
