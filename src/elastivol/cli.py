@@ -199,7 +199,7 @@ def serve(**opts: Any) -> None:
         enforce_performance=opts["enforce_performance"],
     )
     logs.setup(config.log_level, config.log_format)
-    metrics = Metrics(driver_name(config.driver))
+    metrics = Metrics(driver_name(config.driver), kept=bool(config.metrics_address))
     try:
         # A caller that runs this CLI with obj=Parts(...) (the test support package) replaces default parts.
         services = build(config, metrics, click.get_current_context().obj)

@@ -26,13 +26,7 @@ IO_RECONCILE_SECONDS = 5.0  # how soon a recorded performance change or a contai
 
 
 def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
-    from elastivol.drivers.block.controller import BlockController
-    from elastivol.drivers.block.node import BlockNode
     from elastivol.drivers.identity import Identity
-    from elastivol.node.host import RealHost
-    from elastivol.node.paths import PathGuard
-    from elastivol.providers.local.block import LocalBlockProvider
-    from elastivol.providers.local.block_node import LocalBlockNode
     pool = Pool(Path(config.pool), overcommit_ratio=config.overcommit_ratio)
     pool.require_usable()
     notice = pool.health().notice
@@ -47,6 +41,10 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
         health = _with_throttle_notice(pool.health)
     services = Services(identity=Identity(BLOCK_DRIVER_NAME, health, group_controller=True), inflight=inflight)
     if config.controller:
+        # Each role imports only what it serves: a node plugin never loads the controller's modules.
+        from elastivol.drivers.block.controller import BlockController
+        from elastivol.providers.local.block import LocalBlockProvider
+
         provider = LocalBlockProvider(pool, config.served_zones(), max_volumes_per_node=config.max_volumes_per_node)
         services.controller = BlockController(provider, inflight, default_size=config.default_volume_size)
         from elastivol.drivers.block.group import BlockGroupController, freeze_observer
@@ -56,6 +54,11 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
         services.group_controller = BlockGroupController(groups, inflight)
         services.background.append(lambda: _pool_gauges(pool, metrics))
     if config.node:
+        from elastivol.drivers.block.node import BlockNode
+        from elastivol.node.host import RealHost
+        from elastivol.node.paths import PathGuard
+        from elastivol.providers.local.block_node import LocalBlockNode
+
         if not has_capability(CAP_SYS_RESOURCE):
             log.warning(
                 "this process lacks CAP_SYS_RESOURCE: mounted ext4 volumes cannot grow online "
