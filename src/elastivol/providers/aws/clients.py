@@ -7,7 +7,9 @@ static keys and instance profiles all work without a flag of our own.
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any, Protocol
 
 import boto3
@@ -19,7 +21,14 @@ from elastivol import __version__
 from elastivol.providers.aws.awsmetrics import AwsMetrics, remember_model
 from elastivol.providers.aws.settings import AwsSettings
 
-_LOADER = botocore.loaders.create_loader()
+# botocore's EC2 model, parsed, holds ~25 MiB; elastivol ships a trimmed one with only the operations it
+# calls (scripts/trim_ec2_model.py; tests/aws/test_trimmed_model.py checks it covers every call). It is
+# found through this loader's search path, ahead of botocore's own data and any AWS_DATA_PATH, and is
+# used only by elastivol's clients: the process environment is not touched.
+BOTO_DATA = Path(__file__).resolve().parent / "botodata"
+_LOADER = botocore.loaders.create_loader(
+    os.pathsep.join(p for p in (str(BOTO_DATA), os.environ.get("AWS_DATA_PATH", "")) if p)
+)
 
 
 class EventHooks(Protocol):
