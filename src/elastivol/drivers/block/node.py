@@ -17,13 +17,13 @@ from elastivol.drivers.common import (
     in_thread,
     require,
     require_text,
-    topology,
     volume_path,
 )
+from elastivol.drivers.node_rpcs import NodeRpcs
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.locks import InFlight
-from elastivol.node.host import HostOps, RealHost
-from elastivol.node.mount import MountInfo, parse_options
+from elastivol.node.host import HostOps
+from elastivol.node.mount import MountInfo
 from elastivol.node.paths import PathGuard
 from elastivol.params.block import MKFS_KEYS, mkfs_args, parse_block_parameters
 from elastivol.providers.block import BlockNodeProvider
@@ -40,7 +40,9 @@ NODE_CAPABILITIES = (
 )
 
 
-class BlockNode(csi_pb2_grpc.NodeServicer):
+class BlockNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
+    capabilities = NODE_CAPABILITIES
+
     def __init__(
         self,
         provider: BlockNodeProvider,
@@ -53,23 +55,13 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         allow_privileged_mount_options: bool = False,
         host: HostOps | None = None,
     ) -> None:
+        super().__init__(inflight, guard, node_id=node_id, zone=zone, max_volumes=max_volumes,
+                         allow_privileged_mount_options=allow_privileged_mount_options, host=host)
         self.provider = provider
-        self.host: HostOps = host if host is not None else RealHost()
-        self.inflight = inflight
-        self.guard = guard
-        self.node_id = node_id
-        self.zone = zone
-        self.max_volumes = max_volumes
-        self.allow_privileged = allow_privileged_mount_options
 
     def _known_volume(self, volume_id: str) -> None:
         if not ids.is_volume_id(volume_id) or not self.provider.volume_exists(volume_id):
             raise NotFound(f"volume {volume_id[:80]!r} does not exist")
-
-    def _mount_options(self, cap: Capability) -> tuple[str, ...]:
-        # Validates every word (no smuggled options, no privilege-widening ones unless allowed).
-        parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
-        return cap.mount_flags
 
     # -- stage -------------------------------------------------------------------------------
     async def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeStageVolumeResponse:
@@ -284,13 +276,3 @@ class BlockNode(csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
 
     # -- info --------------------------------------------------------------------------------
-    async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
-        caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in NODE_CAPABILITIES]
-        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=caps)
-
-    async def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetInfoResponse:
-        return csi_pb2.NodeGetInfoResponse(
-            node_id=self.node_id,
-            max_volumes_per_node=self.max_volumes,
-            accessible_topology=topology(self.zone),
-        )

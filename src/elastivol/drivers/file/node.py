@@ -10,20 +10,18 @@ import grpc
 from elastivol.csi import csi_pb2, csi_pb2_grpc
 from elastivol.domain import AccessMode
 from elastivol.drivers.common import (
-    Capability,
     capability,
     guarded_path,
     in_thread,
     require,
     require_text,
-    topology,
     volume_path,
 )
 from elastivol.drivers.file.capability import check_file_capability
+from elastivol.drivers.node_rpcs import NodeRpcs
 from elastivol.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
-from elastivol.node.host import HostOps, RealHost
-from elastivol.node.mount import parse_options
+from elastivol.node.host import HostOps
 from elastivol.node.paths import PathGuard
 from elastivol.params.file import VolumeHandle, parse_volume_handle
 from elastivol.providers.file import (
@@ -49,7 +47,9 @@ class FileCatalog(Protocol):
     def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint: ...
 
 
-class FileNode(csi_pb2_grpc.NodeServicer):
+class FileNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
+    capabilities = NODE_CAPABILITIES
+
     def __init__(
         self,
         provider: FileNodeProvider,
@@ -63,21 +63,10 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         allow_privileged_mount_options: bool = False,
         host: HostOps | None = None,
     ) -> None:
+        super().__init__(inflight, guard, node_id=node_id, zone=zone, max_volumes=max_volumes,
+                         allow_privileged_mount_options=allow_privileged_mount_options, host=host)
         self.provider = provider
-        self.host: HostOps = host if host is not None else RealHost()
         self.catalog = catalog
-        self.inflight = inflight
-        self.guard = guard
-        self.node_id = node_id
-        self.zone = zone
-        self.max_volumes = max_volumes
-        self.allow_privileged = allow_privileged_mount_options
-
-    def _mount_options(self, cap: Capability) -> tuple[str, ...]:
-        # Validates every word; per-mount words (ro, noexec...) apply to the bind, and NFS/EFS
-        # transport words (tls, nfsvers=4.1...) have nothing to act on in a bind and are ignored.
-        parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
-        return cap.mount_flags
 
     def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
         self.catalog.get_filesystem(handle.fs_id)
@@ -192,13 +181,3 @@ class FileNode(csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeGetVolumeStatsResponse(usage=stats, volume_condition=condition)
 
     # -- info --------------------------------------------------------------------------------
-    async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
-        caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in NODE_CAPABILITIES]
-        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=caps)
-
-    async def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetInfoResponse:
-        return csi_pb2.NodeGetInfoResponse(
-            node_id=self.node_id,
-            max_volumes_per_node=self.max_volumes,
-            accessible_topology=topology(self.zone),
-        )

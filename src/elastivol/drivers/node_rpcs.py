@@ -1,0 +1,48 @@
+"""What the block and the file node servicers share: their settings, the host seam, the mount-option
+check, NodeGetCapabilities and NodeGetInfo."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+from elastivol.csi import csi_pb2
+from elastivol.drivers.common import Capability, topology
+from elastivol.locks import InFlight
+from elastivol.node.host import HostOps, RealHost
+from elastivol.node.mount import parse_options
+from elastivol.node.paths import PathGuard
+
+
+class NodeRpcs:
+    """Mixed in before ``csi_pb2_grpc.NodeServicer``; a servicer names its ``capabilities``."""
+
+    capabilities: ClassVar[tuple[csi_pb2.NodeServiceCapability.RPC.Type, ...]]
+
+    def __init__(self, inflight: InFlight, guard: PathGuard, *, node_id: str, zone: str, max_volumes: int,
+                 allow_privileged_mount_options: bool, host: HostOps | None) -> None:
+        self.host: HostOps = host if host is not None else RealHost()
+        self.inflight = inflight
+        self.guard = guard
+        self.node_id = node_id
+        self.zone = zone
+        self.max_volumes = max_volumes
+        self.allow_privileged = allow_privileged_mount_options
+
+    def _mount_options(self, cap: Capability) -> tuple[str, ...]:
+        # Validates every word (no smuggled options, no privilege-widening ones unless allowed). For a file
+        # volume, NFS/EFS transport words (tls, nfsvers=4.1...) have nothing to act on in a bind: ignored.
+        parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
+        return cap.mount_flags
+
+    async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
+        caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in self.capabilities]
+        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=caps)
+
+    async def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetInfoResponse:
+        return csi_pb2.NodeGetInfoResponse(
+            node_id=self.node_id,
+            max_volumes_per_node=self.max_volumes,
+            accessible_topology=topology(self.zone),
+        )
