@@ -8,7 +8,8 @@ from typing import ClassVar
 import grpc
 
 from elastivol.csi import csi_pb2
-from elastivol.drivers.common import Capability, topology
+from elastivol.drivers.common import Capability, guarded_path, require_text, topology
+from elastivol.errors import FailedPrecondition
 from elastivol.locks import InFlight
 from elastivol.node.host import HostOps, RealHost
 from elastivol.node.mount import parse_options
@@ -36,6 +37,12 @@ class NodeRpcs:
         parse_options(cap.mount_flags, allow_privileged=self.allow_privileged)
         return cap.mount_flags
 
+    async def _unpublish_target(self, request: csi_pb2.NodeUnpublishVolumeRequest) -> str:
+        """NodeUnpublishVolume's checks before any work: both fields present, the target inside the allowed roots."""
+        require_text(request.volume_id, "volume_id")
+        require_text(request.target_path, "target_path")
+        return await guarded_path(self.guard, request.target_path, "target_path")
+
     async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
         caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in self.capabilities]
         return csi_pb2.NodeGetCapabilitiesResponse(capabilities=caps)
@@ -45,4 +52,12 @@ class NodeRpcs:
             node_id=self.node_id,
             max_volumes_per_node=self.max_volumes,
             accessible_topology=topology(self.zone),
+        )
+
+
+def refuse_second_publication(others: list[str]) -> None:
+    """A ReadWriteOncePod volume already published at another target on this node is refused."""
+    if others:
+        raise FailedPrecondition(
+            f"the volume is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at {others[0]}"
         )

@@ -19,7 +19,7 @@ from elastivol.drivers.common import (
     require_text,
     volume_path,
 )
-from elastivol.drivers.node_rpcs import NodeRpcs
+from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.locks import InFlight
 from elastivol.node.host import HostOps
@@ -186,15 +186,10 @@ class BlockNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
         else:
             # A raw block publication is a bind of the device node itself.
             others = [m.target for m in mounts if m.root == "/" + os.path.basename(device)]
-        if others:
-            raise FailedPrecondition(
-                f"the volume is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at {others[0]}"
-            )
+        refuse_second_publication(others)
 
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.target_path, "target_path")
-        target = await guarded_path(self.guard, request.target_path, "target_path")
+        target = await self._unpublish_target(request)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
 

@@ -18,8 +18,8 @@ from elastivol.drivers.common import (
     volume_path,
 )
 from elastivol.drivers.file.capability import check_file_capability
-from elastivol.drivers.node_rpcs import NodeRpcs
-from elastivol.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
+from elastivol.errors import InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
 from elastivol.node.host import HostOps
 from elastivol.node.paths import PathGuard
@@ -101,15 +101,10 @@ class FileNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
         if not isinstance(self.provider, FileNodeDirectoryIdentity):
             return  # cannot tell one directory from another here (NFS): the CO's check stands alone
         others = self.provider.published_elsewhere(handle.fs_id, handle.subpath, ap, target, self.guard.allowed_roots)
-        if others:
-            raise FailedPrecondition(
-                f"the volume is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at {others[0]}"
-            )
+        refuse_second_publication(others)
 
     async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.target_path, "target_path")
-        target = await guarded_path(self.guard, request.target_path, "target_path")
+        target = await self._unpublish_target(request)
         parse_volume_handle(request.volume_id)
         await self.inflight.run_in_thread(
             (f"publish:{target}",), self.provider.unpublish, target, what="NodeUnpublishVolume"
