@@ -18,8 +18,10 @@ NEVER_SERVED = ("rich", "elastivol.lab", "bench", "matplotlib", "elastivol.demo"
 NOT_FOR_LOCAL = ("boto3", "botocore", "elastivol.providers.aws")
 
 
-def serve_imports(work: Path, args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> set[str]:
-    """The modules a server started with ``args`` imported by the time it answered Probe ready."""
+def serve_imports(work: Path, args: list[str], env: dict[str, str] | None = None, timeout: float = 60,
+                  mapped: list[str] | None = None) -> set[str]:
+    """The modules a server started with ``args`` imported by the time it answered Probe ready; the
+    files it had mapped then (shared libraries included) are appended to ``mapped`` if given."""
     socket = work / f"lean-{os.getpid()}-{len(args)}.sock"
     socket.unlink(missing_ok=True)
     err_path = work / f"{socket.name}.stderr"
@@ -32,6 +34,9 @@ def serve_imports(work: Path, args: list[str], env: dict[str, str] | None = None
     try:
         with CsiClient(f"unix://{socket}") as client:
             client.wait_ready(timeout)
+        if mapped is not None:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
+            mapped.extend(sorted({line.split()[-1] for line in maps if len(line.split()) >= 6}))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -8,7 +8,6 @@ print with it.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import json
@@ -180,6 +179,12 @@ def _octal(ctx: click.Context, param: click.Parameter, value: str) -> int:
                    "pod's terminationGracePeriodSeconds).")
 def serve(**opts: Any) -> None:
     """Serve a CSI driver on a unix socket until SIGTERM."""
+    if opts["provider"] == "local" and not opts["metrics_address"]:
+        from elastivol import openssl
+
+        openssl.keep_out()  # before asyncio is imported (below, through the server)
+    import asyncio
+
     from elastivol import logs
     from elastivol.app import build, driver_name
     from elastivol.config import ServeConfig

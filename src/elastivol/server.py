@@ -25,8 +25,9 @@ from typing import Any
 
 import grpc
 
+from elastivol.csi import csi_pb2
 from elastivol.csi.secrets import redact
-from elastivol.errors import FailedPrecondition, InvalidArgument
+from elastivol.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from elastivol.grpc_errors import status_for
 from elastivol.locks import InFlight
 from elastivol.logs import remember_secrets
@@ -158,6 +159,34 @@ def prepare_socket(path: Path, *, force_unsafe_dir: bool = False) -> None:
     raise FailedPrecondition(f"another server is already listening on {path}; stop it or choose another --endpoint")
 
 
+def register(server: grpc.aio.Server, service: str, servicer: object) -> None:
+    """Serve ``servicer``'s methods as the CSI service ``service`` ("Node", "Controller", ...).
+
+    The method table comes from csi.proto's descriptors rather than the generated csi_pb2_grpc
+    module: a server needs none of its client stubs, which cost a node plugin ~1.9 MiB resident
+    and ~20 ms of start-up. A method the servicer does not define answers UNIMPLEMENTED.
+    """
+    described = csi_pb2.DESCRIPTOR.services_by_name[service]
+    handlers = {}
+    for method in described.methods:
+        behaviour = getattr(servicer, method.name, None) or _unimplemented(described.full_name, method.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=getattr(csi_pb2, method.input_type.name).FromString,
+            response_serializer=getattr(csi_pb2, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(described.full_name, handlers),))
+    server.add_registered_method_handlers(described.full_name, handlers)
+
+
+def _unimplemented(service: str, method: str) -> Callable[[Any, Any], Coroutine[Any, Any, Any]]:
+    async def refuse(request: Any, context: Any) -> Any:
+        raise Unimplemented(f"{service}/{method} is not offered by this plugin: its capabilities "
+                            "(GetPluginCapabilities, ControllerGetCapabilities) list what it serves")
+
+    return refuse
+
+
 async def serve(
     services: Services,
     endpoint: str,
@@ -168,8 +197,6 @@ async def serve(
     grace_seconds: float = 30.0,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    from elastivol.csi import csi_pb2_grpc
-
     path = socket_path(endpoint)
     prepare_socket(path, force_unsafe_dir=force_unsafe_socket_dir)
     loop = asyncio.get_running_loop()
@@ -177,13 +204,10 @@ async def serve(
     executor = ThreadPoolExecutor(max_workers=48, thread_name_prefix=_WORKER_PREFIX)
     loop.set_default_executor(executor)
     server = grpc.aio.server(interceptors=[CallInterceptor(metrics)], options=[("grpc.so_reuseport", 0)])
-    csi_pb2_grpc.add_IdentityServicer_to_server(services.identity, server)
-    if services.controller is not None:
-        csi_pb2_grpc.add_ControllerServicer_to_server(services.controller, server)
-    if services.node is not None:
-        csi_pb2_grpc.add_NodeServicer_to_server(services.node, server)
-    if services.group_controller is not None:
-        csi_pb2_grpc.add_GroupControllerServicer_to_server(services.group_controller, server)
+    for name, servicer in (("Identity", services.identity), ("Controller", services.controller),
+                           ("Node", services.node), ("GroupController", services.group_controller)):
+        if servicer is not None:
+            register(server, name, servicer)
     server.add_insecure_port(f"unix://{path}")
     # Bind with a tight umask so the socket is never briefly open to others, then set the mode.
     old_umask = os.umask(0o177)

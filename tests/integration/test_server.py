@@ -107,6 +107,19 @@ def test_metrics_count_calls_by_code(pool_dir: Path) -> None:
     assert 'elastivol_csi_operations_total{code="OK",driver="block.csi.elastivol.io",method="GetPluginInfo"} 1.0' in body
     assert 'method="ControllerGetVolume"' in body and 'code="NOT_FOUND"' in body
     assert "elastivol_csi_operation_seconds_bucket" in body
+    # With metrics served, the controller's own families are there too (they are not built without).
+    assert "# HELP elastivol_group_snapshot_freeze_seconds " in body and "# HELP elastivol_pool_bytes " in body
+
+
+def test_a_method_the_driver_does_not_offer_is_unimplemented(pool_dir: Path) -> None:
+    server = start(pool_dir, "unimplemented").start()
+    try:
+        with CsiClient(server.endpoint) as client, pytest.raises(grpc.RpcError) as refused:
+            client.controller.GetSnapshot(csi_pb2.GetSnapshotRequest(snapshot_id="snap-nope"), timeout=10)
+    finally:
+        server.stop()
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "csi.v1.Controller/GetSnapshot is not offered" in (refused.value.details() or "")
 
 
 def test_probe_reports_an_unusable_pool(pool_dir: Path) -> None:

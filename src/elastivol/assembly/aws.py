@@ -42,7 +42,8 @@ def aws_services(config: ServeConfig, metrics: Metrics, parts: Parts | None = No
     if not region and config.controller:
         # Nodes can do without: the block node never calls AWS, the file node mounts by id.
         raise InvalidArgument("no AWS region: set AWS_REGION (on EC2 it is read from IMDS, which did not answer)")
-    clients = AwsClients(settings, AwsMetrics.for_registry(metrics.registry), parts.aws_client_hooks, region)
+    aws_metrics = AwsMetrics.for_registry(metrics.registry) if metrics.kept else None
+    clients = AwsClients(settings, aws_metrics, parts.aws_client_hooks, region)
     if config.node and identity is None:
         raise InvalidArgument(
             "this node's instance id and zone are unknown: IMDSv2 did not answer and --node-id/--zone were not "

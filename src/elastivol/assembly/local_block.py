@@ -52,7 +52,8 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
 
         groups = LocalGroupSnapshots(pool, provider, on_freeze=freeze_observer(metrics))
         services.group_controller = BlockGroupController(groups, inflight)
-        services.background.append(lambda: _pool_gauges(pool, metrics))
+        if metrics.kept:
+            services.background.append(lambda: _pool_gauges(pool, metrics))
     if config.node:
         from elastivol.drivers.block.node import BlockNode
         from elastivol.node.host import RealHost

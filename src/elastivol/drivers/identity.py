@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
 
 import elastivol
-from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.csi import csi_pb2
 from elastivol.domain import Health
 from elastivol.drivers.common import in_thread
 
@@ -19,7 +19,7 @@ _SERVICE = csi_pb2.PluginCapability.Service
 _EXPANSION = csi_pb2.PluginCapability.VolumeExpansion
 
 
-class Identity(csi_pb2_grpc.IdentityServicer):
+class Identity:
     def __init__(
         self,
         name: str,

@@ -17,7 +17,7 @@ from elastivol.node.paths import PathGuard
 
 
 class NodeRpcs:
-    """Mixed in before ``csi_pb2_grpc.NodeServicer``; a servicer names its ``capabilities``."""
+    """Mixed into each node servicer; a servicer names its ``capabilities``."""
 
     capabilities: ClassVar[tuple[csi_pb2.NodeServiceCapability.RPC.Type, ...]]
 

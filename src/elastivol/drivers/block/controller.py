@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from elastivol import ids
-from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.csi import csi_pb2
 from elastivol.domain import ContentSource, VolumeMode
 from elastivol.drivers.block.capability import check_block_capability, check_fs_type
 from elastivol.drivers.block.modify import ModifyRpcs
@@ -102,7 +102,7 @@ def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class BlockController(SnapshotRpcs, ModifyRpcs, csi_pb2_grpc.ControllerServicer):
+class BlockController(SnapshotRpcs, ModifyRpcs):
     provider: BlockProvider
 
     def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:

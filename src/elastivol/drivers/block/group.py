@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from prometheus_client import Gauge, Histogram
 
 from elastivol import ids
-from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.csi import csi_pb2
 from elastivol.drivers.block.controller import parse_snapshot_tags
 from elastivol.drivers.common import in_thread, require, require_text
 from elastivol.drivers.snapshots import snapshot_message
@@ -56,7 +55,7 @@ def check_members(group: GroupSnapshot, asked: list[str]) -> None:
         )
 
 
-class BlockGroupController(csi_pb2_grpc.GroupControllerServicer):
+class BlockGroupController:
     def __init__(self, provider: GroupSnapshotProvider, inflight: InFlight) -> None:
         self.provider = provider
         self.inflight = inflight
@@ -128,7 +127,12 @@ class BlockGroupController(csi_pb2_grpc.GroupControllerServicer):
 
 
 def freeze_observer(metrics: Metrics) -> Callable[[float, int], None]:
-    """A histogram of group freeze windows (seconds from the first freeze to the last thaw)."""
+    """A histogram of group freeze windows (seconds from the first freeze to the last thaw); nothing
+    when no metrics are served (see Metrics.kept)."""
+    if not metrics.kept:
+        return lambda seconds, filesystems: None
+    from prometheus_client import Gauge, Histogram
+
     histogram = Histogram(
         "elastivol_group_snapshot_freeze_seconds",
         "How long a volume group snapshot kept its members' filesystems frozen",

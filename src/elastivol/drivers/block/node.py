@@ -7,7 +7,7 @@ import os
 import grpc
 
 from elastivol import ids
-from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.csi import csi_pb2
 from elastivol.domain import AccessMode, VolumeMode
 from elastivol.drivers.block.capability import check_block_capability
 from elastivol.drivers.common import (
@@ -40,7 +40,7 @@ NODE_CAPABILITIES = (
 )
 
 
-class BlockNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
+class BlockNode(NodeRpcs):
     capabilities = NODE_CAPABILITIES
 
     def __init__(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 
 from elastivol import ids
-from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.csi import csi_pb2
 from elastivol.drivers.common import (
     capabilities,
     capability,
@@ -95,7 +95,7 @@ def _is_volume_token(token: str) -> bool:
         return False
 
 
-class FileController(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+class FileController(SnapshotRpcs):
     provider: FileProvider
 
     def __init__(self, provider: FileProvider, inflight: InFlight, *, default_size: int = GiB) -> None:

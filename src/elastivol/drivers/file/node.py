@@ -7,7 +7,7 @@ from typing import Protocol
 
 import grpc
 
-from elastivol.csi import csi_pb2, csi_pb2_grpc
+from elastivol.csi import csi_pb2
 from elastivol.domain import AccessMode
 from elastivol.drivers.common import (
     capability,
@@ -47,7 +47,7 @@ class FileCatalog(Protocol):
     def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint: ...
 
 
-class FileNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
+class FileNode(NodeRpcs):
     capabilities = NODE_CAPABILITIES
 
     def __init__(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter as Tally
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 from elastivol.providers.aws.awserrors import THROTTLING
 
@@ -23,6 +24,8 @@ _by_registry: dict[int, AwsMetrics] = {}
 
 class AwsMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        from prometheus_client import Counter, Histogram  # only where metrics are kept (see Metrics.kept)
+
         labels = ["service", "operation"]
         self.calls = Counter("elastivol_aws_api_calls", "AWS API calls made, by operation",
                              labels, registry=registry)

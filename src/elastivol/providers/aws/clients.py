@@ -1,4 +1,4 @@
-"""boto3 clients for the aws provider: adaptive retries, timeouts, metrics and the caller's event hooks.
+"""AWS clients (botocore, the layer under boto3's clients) for the aws provider: adaptive retries, timeouts, metrics and the caller's event hooks.
 
 Endpoints and credentials follow boto3's standard chain, so ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_EC2`` / ``_EFS``), IRSA's ``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``,
@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
@@ -21,10 +20,11 @@ from elastivol import __version__
 from elastivol.providers.aws.awsmetrics import AwsMetrics, remember_model
 from elastivol.providers.aws.settings import AwsSettings
 
-# botocore's EC2 model, parsed, holds ~25 MiB; elastivol ships a trimmed one with only the operations it
-# calls (scripts/trim_ec2_model.py; tests/aws/test_trimmed_model.py checks it covers every call). It is
-# found through this loader's search path, ahead of botocore's own data and any AWS_DATA_PATH, and is
-# used only by elastivol's clients: the process environment is not touched.
+# botocore's EC2 model, parsed, holds ~25 MiB and its endpoints.json ~4.5 MiB; elastivol ships trimmed
+# copies with only the operations it calls and the services it talks to (scripts/trim_botodata.py;
+# tests/aws/test_trimmed_botodata.py checks they cover every call). They are found through this loader's
+# search path, ahead of botocore's own data and any AWS_DATA_PATH, and are used only by elastivol's
+# clients: the process environment is not touched.
 BOTO_DATA = Path(__file__).resolve().parent / "botodata"
 _LOADER = botocore.loaders.create_loader(
     os.pathsep.join(p for p in (str(BOTO_DATA), os.environ.get("AWS_DATA_PATH", "")) if p)
@@ -55,7 +55,9 @@ class AwsClients:
             hooks.install(events)
         self.settings = settings
         self.region = region or settings.region or None
-        self.session = boto3.session.Session(botocore_session=core, region_name=self.region)
+        # Clients come from botocore's session directly: boto3's Session adds nothing a client uses
+        # (its extras serve resources and S3 transfers) and costs ~2 MiB to import.
+        self.session = core
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -73,5 +75,6 @@ class AwsClients:
         with self._lock:
             found = self._clients.get(service)
             if found is None:
-                found = self._clients[service] = self.session.client(service, config=self.config())
+                found = self._clients[service] = self.session.create_client(service, region_name=self.region,
+                                                                            config=self.config())
             return found
