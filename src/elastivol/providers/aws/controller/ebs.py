@@ -226,8 +226,7 @@ class EbsProvider:
                 f"{self.settings.create_timeout:.0f}s; CreateVolume will be retried and pick the same volume up again"
             )
 
-        s = self.settings
-        return poll(check, timeout=s.create_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        return poll(check, self.settings, timeout=self.settings.create_timeout, on_timeout=slow)
 
     def _failed(self, volume_id: str, spec: VolumeSpec, state: str) -> None:
         """A creation EC2 accepted and then failed: clean up, and say why it most likely failed."""
@@ -316,8 +315,7 @@ class EbsProvider:
         def slow() -> Unavailable:
             return Unavailable(f"snapshot {snapshot_id} is not completed yet; the call will be retried")
 
-        s = self.settings
-        return poll(check, timeout=s.snapshot_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        return poll(check, self.settings, timeout=self.settings.snapshot_timeout, on_timeout=slow)
 
     # -- delete -----------------------------------------------------------------------------
     def delete_volume(self, volume_id: str) -> None:
@@ -434,8 +432,7 @@ class EbsProvider:
                 "the call (ControllerExpandVolume or ControllerModifyVolume) will be retried"
             )
 
-        s = self.settings
-        poll(check, timeout=s.modify_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        poll(check, self.settings, timeout=self.settings.modify_timeout, on_timeout=slow)
 
     # -- snapshots --------------------------------------------------------------------------
     def create_snapshot(self, name: str, source_volume_id: str, tags: dict[str, str]) -> Snapshot:

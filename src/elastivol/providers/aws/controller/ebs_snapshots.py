@@ -74,9 +74,8 @@ class Snapshots:
                 f"{self.settings.create_timeout:.0f}s; CreateSnapshot will be retried and find it by its name"
             )
 
-        s = self.settings
-        seen = poll(lambda: self.view.snapshot(snapshot_id), timeout=s.create_timeout, initial=s.poll_initial,
-                    maximum=s.poll_max, on_timeout=slow)
+        seen = poll(lambda: self.view.snapshot(snapshot_id), self.settings, timeout=self.settings.create_timeout,
+                    on_timeout=slow)
         return seen or created
 
     def _existing(self, name: str) -> Obj | None:

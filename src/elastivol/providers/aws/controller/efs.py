@@ -219,9 +219,8 @@ class EfsProvider:
                 raise FailedPrecondition(f"EFS could not create access point {ap_id}")
             return None
 
-        s = self.settings
         try:
-            return poll(check, timeout=s.create_timeout, initial=s.poll_initial, maximum=s.poll_max,
+            return poll(check, self.settings, timeout=self.settings.create_timeout,
                         on_timeout=lambda: Unavailable(f"access point {ap_id} is not available yet; retry"))
         except Unavailable:
             return created
