@@ -87,6 +87,15 @@ def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
         raise translate(exc, service, operation) from exc
 
 
+def call_delete(client: Any, operation: str, **params: Any) -> None:
+    """Call a delete ``operation``; a resource that is already gone counts as deleted (the CO retries
+    deletes, and a delete is done once the thing does not exist)."""
+    try:
+        call(client, operation, **params)
+    except errors.NotFound:
+        pass
+
+
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 
 

@@ -34,7 +34,7 @@ from elastivol.errors import (
 )
 from elastivol.params.block import parse_block_parameters, recompute_for_resize, resolve_performance
 from elastivol.params.block_modify import ModifyPlan
-from elastivol.providers.aws.awserrors import call, code_of, translate
+from elastivol.providers.aws.awserrors import call, call_delete, code_of, translate
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.controller import ebs_model as model
 from elastivol.providers.aws.controller import ebs_modify
@@ -320,9 +320,7 @@ class EbsProvider:
     # -- delete -----------------------------------------------------------------------------
     def delete_volume(self, volume_id: str) -> None:
         try:
-            call(self.ec2, "DeleteVolume", VolumeId=volume_id)
-        except NotFound:
-            return  # already gone: success
+            call_delete(self.ec2, "DeleteVolume", VolumeId=volume_id)
         except InUse as exc:
             raise self._still_attached(volume_id, exc) from exc
 

@@ -32,7 +32,7 @@ from elastivol.errors import (
     Unimplemented,
 )
 from elastivol.params.file import RESERVED_TOP_DIR
-from elastivol.providers.aws.awserrors import call, code_of
+from elastivol.providers.aws.awserrors import call, call_delete, code_of
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.controller.ebs_model import client_token, tag_list
 from elastivol.providers.aws.controller.gid import GidAllocator
@@ -233,10 +233,7 @@ class EfsProvider:
         ap = to_access_point(found)
         if ap.delete_root_dir:
             self._delete_root_dir(ap)
-        try:
-            call(self.efs, "DeleteAccessPoint", AccessPointId=ap_id)
-        except NotFound:
-            return
+        call_delete(self.efs, "DeleteAccessPoint", AccessPointId=ap_id)
 
     def _delete_root_dir(self, ap: AccessPoint) -> None:
         """Remove the access point's directory, with the local provider's guards: never the file
