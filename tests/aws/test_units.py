@@ -17,6 +17,7 @@ from elastivol.providers.aws.controller.gid import GidAllocator
 from elastivol.providers.aws.controller.modify import ModifyCoalescer
 from elastivol.providers.aws.limits import max_volumes
 from elastivol.providers.aws.mounter import HostMounter, MountRequest, mount_command
+from elastivol.providers.aws.settings import AwsSettings
 from elastivol.providers.file import AccessPoint
 
 
@@ -158,3 +159,49 @@ def test_tags_aws_cannot_carry_are_refused_before_sending() -> None:
     for tags in ({NAME_TAG: "a\x01b"}, {"k\x1f": "v"}, {NAME_TAG: "\ufffe"}):
         with pytest.raises(InvalidArgument, match=r"tag .*control character U\+00(01|1F)|U\+FFFE"):
             tag_list(tags)
+
+
+def test_settings_from_the_environment() -> None:
+    """Every tunable is read from ELASTIVOL_AWS_<FIELD>; the region from AWS's own variables."""
+    defaults = AwsSettings.from_env({})
+    assert defaults == AwsSettings()
+    env = {
+        "AWS_DEFAULT_REGION": "eu-west-1", "ELASTIVOL_AWS_BATCHING": " off ", "ELASTIVOL_AWS_MAX_BATCH": "7.9",
+        "ELASTIVOL_AWS_CREATE_TIMEOUT": "12", "ELASTIVOL_AWS_MODIFY_WINDOW": "0", "ELASTIVOL_AWS_CLONE": "copy",
+        "ELASTIVOL_AWS_DEV_ROOT": "/tmp/dev", "ELASTIVOL_AWS_RESERVED_ATTACHMENTS": "-1",
+        "ELASTIVOL_AWS_INSTANCE_TYPE": "m5.large", "ELASTIVOL_AWS_SYS_ROOT": "  ",
+    }
+    s = AwsSettings.from_env(env)
+    assert (s.region, s.batching, s.max_batch, s.create_timeout, s.modify_window) == ("eu-west-1", False, 7, 12.0, 0.0)
+    assert (s.clone, s.dev_root, s.sys_root, s.reserved_attachments, s.instance_type) == (
+        "copy", "/tmp/dev", "/sys", -1, "m5.large")
+    assert AwsSettings.from_env({"AWS_REGION": "us-east-2", "AWS_DEFAULT_REGION": "x"}).region == "us-east-2"
+    # Each field is parsed by its type, with its own lower bound.
+    assert isinstance(s.max_batch, int) and isinstance(s.create_timeout, float)
+    assert AwsSettings.from_env({"ELASTIVOL_AWS_PROBE_CACHE": "0"}).probe_cache == 0.0
+
+
+# Each number's lower bound: (field, a value just below it, the bound as the message prints it).
+BOUNDS = [("POLL_INITIAL", "0", "0.001"), ("MAX_ATTEMPTS", "0", "1"), ("RESERVED_ATTACHMENTS", "-2", "-1"),
+          ("IMDS_TIMEOUT", "0.01", "0.05"), ("DEVICE_WAIT", "-1", "0.0"), ("DETACH_TIMEOUT", "0.05", "0.1")]
+
+
+@pytest.mark.parametrize(("name", "raw", "bound"), BOUNDS)
+def test_settings_refuse_numbers_below_their_bound(name: str, raw: str, bound: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        AwsSettings.from_env({f"ELASTIVOL_AWS_{name}": raw})
+    assert caught.value.message == f"ELASTIVOL_AWS_{name}={raw!r} must be at least {bound}"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ELASTIVOL_AWS_POLL_MAX": "soon"}, "ELASTIVOL_AWS_POLL_MAX='soon' is not a number"),
+    ({"ELASTIVOL_AWS_BATCHING": "maybe"}, 'ELASTIVOL_AWS_BATCHING=\'maybe\': write "true" or "false"'),
+    ({"ELASTIVOL_AWS_CLONE": "rsync"}, "ELASTIVOL_AWS_CLONE='rsync': choose auto, copy or snapshot"),
+    # The clone mode is checked first, then the fields in their order.
+    ({"ELASTIVOL_AWS_CLONE": "rsync", "ELASTIVOL_AWS_BATCH_INTERVAL": "x"}, "ELASTIVOL_AWS_CLONE='rsync'"),
+    ({"ELASTIVOL_AWS_PROBE_CACHE": "x", "ELASTIVOL_AWS_BATCH_INTERVAL": "y"}, "ELASTIVOL_AWS_BATCH_INTERVAL='y'"),
+])
+def test_settings_refuse_what_they_cannot_use(env: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        AwsSettings.from_env(env)
+    assert str(caught.value.message).startswith(message)

@@ -15,19 +15,7 @@ from typing import Any
 from botocore import exceptions as bce
 from botocore.parsers import ResponseParserError
 
-from elastivol.errors import (
-    AlreadyExists,
-    ElastivolError,
-    Exhausted,
-    FailedPrecondition,
-    Internal,
-    InUse,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-    Unavailable,
-)
+from elastivol import errors
 
 IAM_PREFIX = {"ec2": "ec2", "efs": "elasticfilesystem", "sts": "sts", "kms": "kms"}
 DOCS = "the README's EKS section (IAM policy)"
@@ -99,6 +87,15 @@ def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
         raise translate(exc, service, operation) from exc
 
 
+def call_delete(client: Any, operation: str, **params: Any) -> None:
+    """Call a delete ``operation``; a resource that is already gone counts as deleted (the CO retries
+    deletes, and a delete is done once the thing does not exist)."""
+    try:
+        call(client, operation, **params)
+    except errors.NotFound:
+        pass
+
+
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -106,48 +103,48 @@ def _snake(operation: str) -> str:
     return _SNAKE.sub("_", operation).lower()
 
 
-def translate(exc: BaseException, service: str, operation: str) -> ElastivolError:
+def translate(exc: BaseException, service: str, operation: str) -> errors.ElastivolError:
     """Turn a botocore failure of ``service``'s ``operation`` into a domain error for people."""
     action = iam_action(service, operation)
     where = f"{operation} ({action})"
     if isinstance(exc, bce.NoCredentialsError):
-        return Unauthenticated(f"{where}: no AWS credentials were found. {_NO_CREDENTIALS_FIX}")
+        return errors.Unauthenticated(f"{where}: no AWS credentials were found. {_NO_CREDENTIALS_FIX}")
     if isinstance(exc, bce.PartialCredentialsError):
-        return Unauthenticated(f"{where}: incomplete AWS credentials ({exc}); set both the access key id and the secret")
+        return errors.Unauthenticated(f"{where}: incomplete AWS credentials ({exc}); set both the access key id and the secret")
     if isinstance(exc, bce.CredentialRetrievalError | bce.InvalidConfigError | bce.UnknownCredentialError):
-        return Unauthenticated(f"{where}: could not load AWS credentials: {exc}. {_IRSA_FIX}")
+        return errors.Unauthenticated(f"{where}: could not load AWS credentials: {exc}. {_IRSA_FIX}")
     if isinstance(exc, bce.NoRegionError):
-        return InvalidArgument(f"{where}: no AWS region is configured; set AWS_REGION (on EC2 it comes from IMDS)")
+        return errors.InvalidArgument(f"{where}: no AWS region is configured; set AWS_REGION (on EC2 it comes from IMDS)")
     if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError | bce.ReadTimeoutError
                   | bce.ConnectionClosedError | bce.ProxyConnectionError):
-        return Unavailable(
+        return errors.Unavailable(
             f"{where}: cannot reach the {service.upper()} API ({exc}); check the network path to AWS "
             "(VPC endpoints, proxy, security groups) or AWS_ENDPOINT_URL; the call will be retried"
         )
     if isinstance(exc, ResponseParserError):
-        return Internal(
+        return errors.Internal(
             f"{where}: the endpoint answered with something that is not an AWS API response (is AWS_ENDPOINT_URL "
             f"right, and does it implement {operation}?): {str(exc)[:200]}"
         )
     if isinstance(exc, bce.ParamValidationError):
-        return InvalidArgument(f"{where}: the request was refused before sending: {exc}")
+        return errors.InvalidArgument(f"{where}: the request was refused before sending: {exc}")
     if not isinstance(exc, bce.ClientError):
-        return Internal(f"{where} failed: {type(exc).__name__}: {exc}")
+        return errors.Internal(f"{where} failed: {type(exc).__name__}: {exc}")
 
     code = code_of(exc)
     text = aws_message(exc)
     said = f"{code}: {text}" if text else code
     failed_op = getattr(exc, "operation_name", operation)
     if failed_op == "AssumeRoleWithWebIdentity" or code in _WEB_IDENTITY or "AssumeRoleWithWebIdentity" in text:
-        return Unauthenticated(f"{where}: {_web_identity(code, text)}")
+        return errors.Unauthenticated(f"{where}: {_web_identity(code, text)}")
     if code in _REJECTED:
-        return Unauthenticated(
+        return errors.Unauthenticated(
             f"{where}: AWS rejected the credentials ({said}). The access key is unknown or its secret is wrong, "
             "or the clock is skewed; on EKS prefer IRSA (service account annotation eks.amazonaws.com/role-arn) "
             f"over static keys. See {DOCS}."
         )
     if code in _EXPIRED:
-        return Unauthenticated(
+        return errors.Unauthenticated(
             f"{where}: the AWS credentials have expired ({said}). If they are static session keys, refresh "
             "them; with IRSA, check that the projected token is mounted and the node clock is right, then "
             "restart the pod."
@@ -158,37 +155,37 @@ def translate(exc: BaseException, service: str, operation: str) -> ElastivolErro
             " Decode AWS's details with `aws sts decode-authorization-message --encoded-message <message>`."
             if "encoded authorization failure message" in text.lower() else ""
         )
-        return PermissionDenied(
+        return errors.PermissionDenied(
             f"{where}: access denied ({said}). The IAM role the controller runs as needs {needed}: add the "
             f"policy in {DOCS} to that role. On EKS it is the role in the service account annotation "
             "eks.amazonaws.com/role-arn (IRSA); without the annotation the pod falls back to the node's "
             f"instance role, which usually lacks it.{decode}"
         )
     if code in THROTTLING:
-        return Unavailable(
+        return errors.Unavailable(
             f"{where}: AWS kept throttling the call ({said}) through every adaptive retry; too many API calls "
             "in this account and region at once (other tools share the limit). It will be retried."
         )
     if code in _UNAVAILABLE:
-        return Unavailable(f"{where}: AWS could not serve the call now ({said}); it will be retried")
+        return errors.Unavailable(f"{where}: AWS could not serve the call now ({said}); it will be retried")
     if code in _ALREADY:
-        return AlreadyExists(f"{where}: {said}")
+        return errors.AlreadyExists(f"{where}: {said}")
     if code == "VolumeInUse":
-        return InUse(f"{where}: {said}", node=_instance_in(text))
+        return errors.InUse(f"{where}: {said}", node=_instance_in(text))
     if code in _PRECONDITION:
-        return FailedPrecondition(f"{where}: {said}")
+        return errors.FailedPrecondition(f"{where}: {said}")
     if code in _EXHAUSTED:
-        return Exhausted(f"{where}: {said}")
+        return errors.Exhausted(f"{where}: {said}")
     if code.startswith("InvalidKMSKey") or code.startswith("KMS") or code == "InvalidZone.NotFound":
-        return InvalidArgument(f"{where}: {said}")
+        return errors.InvalidArgument(f"{where}: {said}")
     if (
         code.startswith("InvalidParameter") or code.endswith(".Malformed")
         or code in ("MissingParameter", "ValidationError", "ValidationException", "BadRequest", "UnknownVolumeType")
     ):
-        return InvalidArgument(f"{where}: AWS refused the request ({said})")
+        return errors.InvalidArgument(f"{where}: AWS refused the request ({said})")
     if code.endswith("NotFound") or code == "NoSuchEntity":
-        return NotFound(f"{where}: {said}")
-    return Internal(f"{where} failed: {said}")
+        return errors.NotFound(f"{where}: {said}")
+    return errors.Internal(f"{where} failed: {said}")
 
 
 _INSTANCE = re.compile(r"\bi-[0-9a-f]{8,17}\b")

@@ -34,7 +34,7 @@ from elastivol.errors import (
 )
 from elastivol.params.block import parse_block_parameters, recompute_for_resize, resolve_performance
 from elastivol.params.block_modify import ModifyPlan
-from elastivol.providers.aws.awserrors import call, code_of, translate
+from elastivol.providers.aws.awserrors import call, call_delete, code_of, translate
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.controller import ebs_model as model
 from elastivol.providers.aws.controller import ebs_modify
@@ -226,8 +226,7 @@ class EbsProvider:
                 f"{self.settings.create_timeout:.0f}s; CreateVolume will be retried and pick the same volume up again"
             )
 
-        s = self.settings
-        return poll(check, timeout=s.create_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        return poll(check, self.settings, timeout=self.settings.create_timeout, on_timeout=slow)
 
     def _failed(self, volume_id: str, spec: VolumeSpec, state: str) -> None:
         """A creation EC2 accepted and then failed: clean up, and say why it most likely failed."""
@@ -316,15 +315,12 @@ class EbsProvider:
         def slow() -> Unavailable:
             return Unavailable(f"snapshot {snapshot_id} is not completed yet; the call will be retried")
 
-        s = self.settings
-        return poll(check, timeout=s.snapshot_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        return poll(check, self.settings, timeout=self.settings.snapshot_timeout, on_timeout=slow)
 
     # -- delete -----------------------------------------------------------------------------
     def delete_volume(self, volume_id: str) -> None:
         try:
-            call(self.ec2, "DeleteVolume", VolumeId=volume_id)
-        except NotFound:
-            return  # already gone: success
+            call_delete(self.ec2, "DeleteVolume", VolumeId=volume_id)
         except InUse as exc:
             raise self._still_attached(volume_id, exc) from exc
 
@@ -434,8 +430,7 @@ class EbsProvider:
                 "the call (ControllerExpandVolume or ControllerModifyVolume) will be retried"
             )
 
-        s = self.settings
-        poll(check, timeout=s.modify_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        poll(check, self.settings, timeout=self.settings.modify_timeout, on_timeout=slow)
 
     # -- snapshots --------------------------------------------------------------------------
     def create_snapshot(self, name: str, source_volume_id: str, tags: dict[str, str]) -> Snapshot:

@@ -97,10 +97,6 @@ class Attacher:
             raise NotFound(f"volume {volume_id} does not exist in EC2")
         return found
 
-    def _poll(self, check: Any, timeout: float, on_timeout: Any) -> Any:
-        s = self.settings
-        return poll(check, timeout=timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=on_timeout)
-
     # -- attach ---------------------------------------------------------------------------------
     def attach(self, volume_id: str, instance_id: str) -> dict[str, str]:
         if not instance_id.startswith("i-"):
@@ -218,7 +214,7 @@ class Attacher:
                 "if it stays stuck, force-detach the volume or stop and start the instance"
             )
 
-        self._poll(check, self.settings.attach_timeout, stuck)
+        poll(check, self.settings, timeout=self.settings.attach_timeout, on_timeout=stuck)
 
     # -- detach ---------------------------------------------------------------------------------
     def detach(self, volume_id: str, instance_id: str) -> None:
@@ -254,4 +250,4 @@ class Attacher:
                 "not cleaned up). ControllerUnpublishVolume will be retried"
             )
 
-        self._poll(check, self.settings.detach_timeout, stuck)
+        poll(check, self.settings, timeout=self.settings.detach_timeout, on_timeout=stuck)

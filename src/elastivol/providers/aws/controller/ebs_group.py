@@ -196,8 +196,7 @@ class EbsGroupSnapshots:
                 f"{self.settings.create_timeout:.0f}s; the CO's retry finds it by its name"
             )
 
-        s = self.settings
-        return poll(seen, timeout=s.create_timeout, initial=s.poll_initial, maximum=s.poll_max, on_timeout=slow)
+        return poll(seen, self.settings, timeout=self.settings.create_timeout, on_timeout=slow)
 
     # -- deleting ------------------------------------------------------------------------------
     def delete_group_snapshot(self, group_snapshot_id: str) -> None:

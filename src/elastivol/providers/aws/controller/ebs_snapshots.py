@@ -9,7 +9,7 @@ from typing import Any
 
 from elastivol.domain import Snapshot
 from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, NotFound, Unavailable
-from elastivol.providers.aws.awserrors import call, code_of
+from elastivol.providers.aws.awserrors import call, call_delete, code_of
 from elastivol.providers.aws.controller.ebs_model import CLUSTER_TAG, SNAPSHOT_NAME_TAG, tag_list, to_snapshot
 from elastivol.providers.aws.controller.ec2view import Ec2View, Obj
 from elastivol.providers.aws.controller.waits import poll
@@ -74,9 +74,8 @@ class Snapshots:
                 f"{self.settings.create_timeout:.0f}s; CreateSnapshot will be retried and find it by its name"
             )
 
-        s = self.settings
-        seen = poll(lambda: self.view.snapshot(snapshot_id), timeout=s.create_timeout, initial=s.poll_initial,
-                    maximum=s.poll_max, on_timeout=slow)
+        seen = poll(lambda: self.view.snapshot(snapshot_id), self.settings, timeout=self.settings.create_timeout,
+                    on_timeout=slow)
         return seen or created
 
     def _existing(self, name: str) -> Obj | None:
@@ -103,9 +102,7 @@ class Snapshots:
 
     def delete(self, snapshot_id: str) -> None:
         try:
-            call(self.ec2, "DeleteSnapshot", SnapshotId=snapshot_id)
-        except NotFound:
-            return  # already gone: success
+            call_delete(self.ec2, "DeleteSnapshot", SnapshotId=snapshot_id)
         except FailedPrecondition as exc:
             if code_of(exc) == "InvalidSnapshot.InUse":
                 raise FailedPrecondition(

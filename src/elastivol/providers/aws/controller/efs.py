@@ -32,7 +32,7 @@ from elastivol.errors import (
     Unimplemented,
 )
 from elastivol.params.file import RESERVED_TOP_DIR
-from elastivol.providers.aws.awserrors import call, code_of
+from elastivol.providers.aws.awserrors import call, call_delete, code_of
 from elastivol.providers.aws.clients import AwsClients
 from elastivol.providers.aws.controller.ebs_model import client_token, tag_list
 from elastivol.providers.aws.controller.gid import GidAllocator
@@ -219,9 +219,8 @@ class EfsProvider:
                 raise FailedPrecondition(f"EFS could not create access point {ap_id}")
             return None
 
-        s = self.settings
         try:
-            return poll(check, timeout=s.create_timeout, initial=s.poll_initial, maximum=s.poll_max,
+            return poll(check, self.settings, timeout=self.settings.create_timeout,
                         on_timeout=lambda: Unavailable(f"access point {ap_id} is not available yet; retry"))
         except Unavailable:
             return created
@@ -234,10 +233,7 @@ class EfsProvider:
         ap = to_access_point(found)
         if ap.delete_root_dir:
             self._delete_root_dir(ap)
-        try:
-            call(self.efs, "DeleteAccessPoint", AccessPointId=ap_id)
-        except NotFound:
-            return
+        call_delete(self.efs, "DeleteAccessPoint", AccessPointId=ap_id)
 
     def _delete_root_dir(self, ap: AccessPoint) -> None:
         """Remove the access point's directory, with the local provider's guards: never the file

@@ -8,25 +8,26 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from elastivol.errors import ElastivolError, Unavailable
+from elastivol.providers.aws.settings import AwsSettings
 
 T = TypeVar("T")
 
 
 def poll(
     check: Callable[[], T | None],
+    settings: AwsSettings,
     *,
     timeout: float,
-    initial: float,
-    maximum: float,
     on_timeout: Callable[[], ElastivolError],
 ) -> T:
-    """Call ``check`` until it returns a value; back off 1.5x with jitter; give up at ``timeout``.
+    """Call ``check`` until it returns a value; back off 1.5x with jitter from ``settings.poll_initial``
+    up to ``settings.poll_max``; give up at ``timeout``.
 
     ``check`` raises to stop at once. An ``Unavailable`` from it (a throttled or unreachable API)
     does not stop the wait: the state is asked again at the next poll, until the deadline.
     """
     deadline = time.monotonic() + timeout
-    delay = initial
+    delay = settings.poll_initial
     while True:
         try:
             found = check()
@@ -40,4 +41,4 @@ def poll(
         if now >= deadline:
             raise on_timeout()
         time.sleep(min(delay * random.uniform(0.8, 1.2), max(deadline - now, 0.0)))
-        delay = min(delay * 1.5, maximum)
+        delay = min(delay * 1.5, settings.poll_max)

@@ -22,16 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from elastivol import ids
-from elastivol.errors import (
-    AlreadyExists,
-    Exhausted,
-    FailedPrecondition,
-    Internal,
-    InUse,
-    InvalidArgument,
-    NotFound,
-)
+from elastivol import errors, ids
 from elastivol.node.run import run
 from elastivol.params.file import RESERVED_TOP_DIR
 from elastivol.providers.file import AccessPoint, FileSystem
@@ -137,7 +128,7 @@ class FileRegistry:
             mutex = self._mutexes.setdefault(key, threading.Lock())
         deadline = time.monotonic() + timeout
         if not mutex.acquire(timeout=timeout):
-            raise FailedPrecondition(f"timed out after {timeout:.0f}s waiting for {key}; retry later")
+            raise errors.FailedPrecondition(f"timed out after {timeout:.0f}s waiting for {key}; retry later")
         try:
             fd = os.open(self.pool.lock_dir / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -147,7 +138,7 @@ class FileRegistry:
                         break
                     except BlockingIOError:
                         if time.monotonic() > deadline:
-                            raise FailedPrecondition(
+                            raise errors.FailedPrecondition(
                                 f"timed out after {timeout:.0f}s waiting for {key}, held by another elastivol "
                                 "process sharing this pool; retry later"
                             ) from None
@@ -165,7 +156,7 @@ class FileRegistry:
     def get_filesystem(self, fs_id: str) -> FileSystem:
         rec = self.filesystems.get(fs_id) if ids.is_filesystem_id(fs_id) else None
         if rec is None:
-            raise NotFound(
+            raise errors.NotFound(
                 f"file system {fs_id[:80]!r} is not registered in pool {self.pool.directory}; "
                 f"`elastivol fs list --pool {self.pool.directory}` shows the registered ones"
             )
@@ -175,7 +166,7 @@ class FileRegistry:
         self.get_filesystem(fs_id)
         rec = self.filesystems.get(fs_id)
         if rec is None:  # narrows the type; cannot happen on this path
-            raise Internal("rec is missing where it was just set")
+            raise errors.Internal("rec is missing where it was just set")
         return rec
 
     def list_filesystems(self) -> list[FileSystem]:
@@ -184,24 +175,24 @@ class FileRegistry:
     def register(self, name: str, root: str) -> FileSystem:
         """Register ``root`` as a file system named ``name`` (idempotent for the same name and root)."""
         if not name or len(name) > 128 or "\x00" in name or "\n" in name:
-            raise InvalidArgument("--name must be 1 to 128 characters on one line")
+            raise errors.InvalidArgument("--name must be 1 to 128 characters on one line")
         real = os.path.realpath(root)
         if not os.path.isdir(real):
-            raise FailedPrecondition(
+            raise errors.FailedPrecondition(
                 f"root {root} does not exist or is not a directory: create it (or mount the shared "
                 "filesystem there) first"
             )
         if real == "/":
-            raise InvalidArgument("the host's / cannot be a file system root: give a directory of its own")
+            raise errors.InvalidArgument("the host's / cannot be a file system root: give a directory of its own")
         pool = str(self.pool.directory.resolve())
         if _inside(pool, real):
-            raise InvalidArgument(
+            raise errors.InvalidArgument(
                 f"root {real} is or contains the pool directory {pool}, whose metadata must stay private: "
                 f"give a directory of its own, such as {pool}/fs/{name}"
             )
         for sub in ("images", "snapshots", "meta", "locks"):
             if _inside(real, f"{pool}/{sub}"):
-                raise InvalidArgument(
+                raise errors.InvalidArgument(
                     f"root {real} is inside the pool's {sub}/ directory: use {pool}/fs/{name} or another directory"
                 )
         with self.locked("filesystems"):
@@ -209,12 +200,12 @@ class FileRegistry:
                 if rec["name"] == name:
                     if rec["root"] == real:
                         return filesystem_from_record(rec)
-                    raise AlreadyExists(
+                    raise errors.AlreadyExists(
                         f"a file system named {name!r} is already registered as {rec['id']} with root {rec['root']}; "
                         "choose another name"
                     )
                 if _overlaps(real, rec["root"]):
-                    raise AlreadyExists(
+                    raise errors.AlreadyExists(
                         f"root {real} overlaps file system {rec['id']} ({rec['name']}, root {rec['root']}); two "
                         "file systems must not share directories, or one could delete the other's data"
                     )
@@ -243,7 +234,7 @@ class FileRegistry:
             aps = [r for r in self.access_points.all() if r.get("fs_id") == fs.id]
             snaps = [r for r in self.snapshots.all() if r.get("fs_id") == fs.id]
             if (aps or snaps) and not force:
-                raise InUse(
+                raise errors.InUse(
                     f"file system {fs.id} ({fs.name}) still has {len(aps)} access point(s) and {len(snaps)} "
                     "snapshot(s); delete their volumes first, or pass --force to forget them (their directories "
                     f"stay under {fs.root})"
@@ -259,7 +250,7 @@ class FileRegistry:
     def access_point_record(self, fs_id: str, ap_id: str) -> dict[str, Any]:
         rec = self.access_points.get(ap_id) if ids.is_access_point_id(ap_id) else None
         if rec is None or rec.get("fs_id") != fs_id:
-            raise NotFound(f"access point {ap_id[:80]!r} does not exist in file system {fs_id[:80]!r}")
+            raise errors.NotFound(f"access point {ap_id[:80]!r} does not exist in file system {fs_id[:80]!r}")
         return rec
 
     def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint:
@@ -271,7 +262,7 @@ class FileRegistry:
     def snapshot_record(self, snapshot_id: str) -> dict[str, Any]:
         rec = self.snapshots.get(snapshot_id) if ids.is_snapshot_id(snapshot_id) else None
         if rec is None:
-            raise NotFound(f"snapshot {snapshot_id[:80]!r} does not exist")
+            raise errors.NotFound(f"snapshot {snapshot_id[:80]!r} does not exist")
         return rec
 
 
@@ -282,7 +273,7 @@ def allocate_gid(records: list[dict[str, Any]], gid_range: tuple[int, int], fs_i
     for gid in range(start, end + 1):
         if gid not in used:
             return gid
-    raise Exhausted(
+    raise errors.Exhausted(
         f"all {end - start + 1} GIDs of gidRangeStart-gidRangeEnd {start}-{end} are used by access points of "
         f"file system {fs_id}: create a new StorageClass with another or a wider gidRangeStart/gidRangeEnd, "
         "or delete volumes that are no longer needed"
