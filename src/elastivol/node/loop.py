@@ -147,6 +147,26 @@ class LoopDevice:
     offset: int = 0
     sizelimit: int = 0
 
+    @classmethod
+    def from_status(
+        cls, number: int, status: LoopStatus, major_minor: str, backing_file: str, *, deleted: bool = False
+    ) -> LoopDevice:
+        """``loopN`` as ``LOOP_GET_STATUS64`` reports it, with what the caller knows besides: the
+        device's "major:minor" and the backing file's path (sysfs's, or the one just attached)."""
+        return cls(
+            path=f"/dev/loop{number}",
+            number=number,
+            backing=status.backing,
+            backing_file=backing_file,
+            read_only=status.read_only,
+            direct_io=status.direct_io,
+            deleted=deleted,
+            major_minor=major_minor,
+            autoclear=status.autoclear,
+            offset=status.offset,
+            sizelimit=status.sizelimit,
+        )
+
 
 @dataclass(frozen=True)
 class LoopStatus:
@@ -244,19 +264,7 @@ def _device(number: int) -> LoopDevice | None:
     if read is None:
         return None
     st, major_minor = read
-    return LoopDevice(
-        path=f"/dev/loop{number}",
-        number=number,
-        backing=st.backing,
-        backing_file=backing_file,
-        read_only=st.read_only,
-        direct_io=st.direct_io,
-        deleted=deleted,
-        major_minor=major_minor,
-        autoclear=st.autoclear,
-        offset=st.offset,
-        sizelimit=st.sizelimit,
-    )
+    return LoopDevice.from_status(number, st, major_minor, backing_file, deleted=deleted)
 
 
 def list_all() -> list[LoopDevice]:
@@ -397,18 +405,7 @@ def _attach_fd(fd: int, image: str, *, read_only: bool, direct_io: bool) -> Loop
                 time.sleep(0.001 * attempt)
                 continue
             raise Internal(f"cannot attach {image} to /dev/loop{number}: {exc.strerror}") from exc
-        dev = LoopDevice(
-            path=f"/dev/loop{number}",
-            number=number,
-            backing=taken.backing,
-            backing_file=image,
-            read_only=taken.read_only,
-            direct_io=taken.direct_io,
-            major_minor=major_minor,
-            autoclear=taken.autoclear,
-            offset=taken.offset,
-            sizelimit=taken.sizelimit,
-        )
+        dev = LoopDevice.from_status(number, taken, major_minor, image)
         log.debug("attached %s to %s (direct io: %s)", image, dev.path, dev.direct_io)
         return dev
     raise Unavailable(f"cannot attach {image}: every free loop device was taken by someone else; retry")
