@@ -12,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from elastivol import crashpoints, ids
-from elastivol.domain import (
-    Attachment,
-    Capacity,
-    ContentSource,
-    Health,
-    Snapshot,
-    VolumeMode,
-)
+from elastivol.domain import Attachment, Capacity, ContentSource, Health, Snapshot, VolumeMode
 from elastivol.errors import (
     AlreadyExists,
     Exhausted,
