@@ -553,18 +553,26 @@ def backing_of_fd(fd: int) -> FileId:
     return _status_fd(fd).backing
 
 
-def status(path: str) -> LoopStatus:
-    """``LOOP_GET_STATUS64`` of an attached device; NotFound when it is free."""
+@contextlib.contextmanager
+def _opened_attached(path: str, doing: str, free: Exception) -> Iterator[int]:
+    """The loop device ``path``, opened read-only for an ioctl that needs it attached: ENXIO (it
+    has no backing file) raises ``free``; another failure, Internal "cannot <doing>"."""
     _check_loop(path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return _status_fd(fd)
+        yield fd
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise NotFound(f"{path} is not attached") from None
-        raise Internal(f"cannot read the status of {path}: {exc.strerror}") from exc
+            raise free from None
+        raise Internal(f"cannot {doing}: {exc.strerror}") from exc
     finally:
         os.close(fd)
+
+
+def status(path: str) -> LoopStatus:
+    """``LOOP_GET_STATUS64`` of an attached device; NotFound when it is free."""
+    with _opened_attached(path, f"read the status of {path}", NotFound(f"{path} is not attached")) as fd:
+        return _status_fd(fd)
 
 
 def detach(path: str, *, expect: FileId | None = None) -> bool:
@@ -621,17 +629,10 @@ def detach_all(image: str | os.PathLike[str]) -> int:
 
 def refresh_capacity(path: str) -> int:
     """Make the device see its backing file's new size (LOOP_SET_CAPACITY); returns the size."""
-    _check_loop(path)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    free = FailedPrecondition(f"{path} is not attached to an image")
+    with _opened_attached(path, f"refresh the capacity of {path}", free) as fd:
         fcntl.ioctl(fd, LOOP_SET_CAPACITY)
         return _sys.block_device_size(fd)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise FailedPrecondition(f"{path} is not attached to an image") from None
-        raise Internal(f"cannot refresh the capacity of {path}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from elastivol.errors import FailedPrecondition, InUse, InvalidArgument, NotFound
+from elastivol.errors import FailedPrecondition, Internal, InUse, InvalidArgument, NotFound
 from elastivol.node import loop, mount
 from tests.reliability.pods import ROOT, in_new_namespace
 
@@ -214,6 +214,37 @@ def test_direct_io_refused_falls_back_to_buffered(host: Host, monkeypatch: pytes
     dev = loop.attach(host.image("nodio.img", 16 * MiB), direct_io=True)
     assert not dev.direct_io
     assert Path(f"/sys/block/loop{dev.number}/loop/dio").read_text().strip() == "0"
+
+
+def test_status_and_capacity_name_a_lost_backing_file(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENXIO from the status or capacity ioctl (the device has no file any more) and any other failure,
+    each with its own error. Simulated on a real attached device: freeing one under the call would race
+    with whoever takes the number next on a shared machine."""
+    dev = loop.attach(host.image("lost.img", 16 * MiB))
+    real_ioctl = fcntl.ioctl
+    answer = [errno.ENXIO]
+
+    def ioctl(fd: int, request: int, arg: Any = 0, *rest: Any) -> Any:
+        if request in (loop.LOOP_GET_STATUS64, loop.LOOP_SET_CAPACITY):
+            raise OSError(answer[0], os.strerror(answer[0]))
+        return real_ioctl(fd, request, arg, *rest)
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    with pytest.raises(NotFound) as free:
+        loop.status(dev.path)
+    assert free.value.message == f"{dev.path} is not attached"
+    with pytest.raises(FailedPrecondition) as unattached:
+        loop.refresh_capacity(dev.path)
+    assert unattached.value.message == f"{dev.path} is not attached to an image"
+    answer[0] = errno.EIO
+    with pytest.raises(Internal) as failed:
+        loop.status(dev.path)
+    assert failed.value.message == f"cannot read the status of {dev.path}: Input/output error"
+    with pytest.raises(Internal) as failed:
+        loop.refresh_capacity(dev.path)
+    assert failed.value.message == f"cannot refresh the capacity of {dev.path}: Input/output error"
+    monkeypatch.undo()
+    assert loop.detach(dev.path)
 
 
 def test_attach_is_faster_than_losetup(host: Host) -> None:
