@@ -16,7 +16,7 @@ from elastivol.node import mount as hostmount
 from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.mounter import HostMounter, MountRequest, check_nfs_mount
 from elastivol.providers.aws.node.efs import EfsNodeProvider
-from elastivol.providers.file import AccessPoint
+from elastivol.providers.file import AccessPoint, FilePublication
 from tests.integration.node.test_mount_safety import findmnt_options
 from tests.support.efs import RecordingMounter
 
@@ -48,18 +48,18 @@ def _node(tmp_path: Path, kubelet: Path, *, allow: bool = False) -> tuple[EfsNod
 def test_publish_is_nosuid_nodev_and_idempotent_only_for_the_same_mount(tmp_path: Path, kubelet: Path) -> None:
     node, mounter = _node(tmp_path, kubelet)
     target = kubelet / "pods" / "a" / "mount"
-    node.publish(FS, "", _ap(), str(target), False, ("noatime",))
+    node.publish(FilePublication(FS, "", _ap(), str(target), False, ("noatime",)))
     argv = mounter.records[-1]["argv"]
     assert isinstance(argv, list) and "tls,accesspoint=fsap-0123456789abcdef0,nosuid,nodev,noatime" in argv
     assert {"nosuid", "nodev", "noatime"} <= findmnt_options(target)
     # The same publish again: one mount, no error.
-    node.publish(FS, "", _ap(), str(target), False, ("noatime",))
+    node.publish(FilePublication(FS, "", _ap(), str(target), False, ("noatime",)))
     assert sum(1 for m in hostmount.mounts() if m.target == str(target)) == 1
     # Something else asked at the same target: refused, and what is there stays.
     with pytest.raises(AlreadyExists, match="read-write"):
-        node.publish(FS, "", _ap(), str(target), True, ())
+        node.publish(FilePublication(FS, "", _ap(), str(target), True, ()))
     with pytest.raises(AlreadyExists, match="another directory"):
-        node.publish(FS, "", _ap("fsap-0aaaaaaaaaaaaaaaa", "/pvc-2"), str(target), False, ())
+        node.publish(FilePublication(FS, "", _ap("fsap-0aaaaaaaaaaaaaaaa", "/pvc-2"), str(target), False, ()))
     assert sum(1 for m in hostmount.mounts() if m.target == str(target)) == 1
     node.unpublish(str(target))
     assert not hostmount.is_mountpoint(target)
@@ -69,12 +69,12 @@ def test_targets_pass_the_path_guard(tmp_path: Path, kubelet: Path) -> None:
     node, mounter = _node(tmp_path, kubelet)
     outside = tmp_path / "elsewhere"
     with pytest.raises(InvalidArgument, match="outside the allowed roots"):
-        node.publish(FS, "", _ap(), str(outside), False, ())
+        node.publish(FilePublication(FS, "", _ap(), str(outside), False, ()))
     # A link inside the root that leads out of it is judged by where it leads.
     (kubelet / "pods").mkdir()
     (kubelet / "pods" / "sneaky").symlink_to(outside)
     with pytest.raises(InvalidArgument, match="resolves to"):
-        node.publish(FS, "", _ap(), str(kubelet / "pods" / "sneaky"), False, ())
+        node.publish(FilePublication(FS, "", _ap(), str(kubelet / "pods" / "sneaky"), False, ()))
     with pytest.raises(InvalidArgument, match="outside the allowed roots"):
         node.unpublish(str(outside))
     assert mounter.records == [] and not outside.exists()
@@ -83,10 +83,10 @@ def test_targets_pass_the_path_guard(tmp_path: Path, kubelet: Path) -> None:
 def test_privileged_words_need_the_operators_consent(tmp_path: Path, kubelet: Path) -> None:
     node, _ = _node(tmp_path, kubelet)
     with pytest.raises(InvalidArgument, match="--allow-privileged-mount-options"):
-        node.publish(FS, "", _ap(), str(kubelet / "p"), False, ("suid",))
+        node.publish(FilePublication(FS, "", _ap(), str(kubelet / "p"), False, ("suid",)))
     allowed, mounter = _node(tmp_path, kubelet, allow=True)
     target = kubelet / "q"
-    allowed.publish(FS, "", _ap(), str(target), False, ("suid", "dev"))
+    allowed.publish(FilePublication(FS, "", _ap(), str(target), False, ("suid", "dev")))
     argv = mounter.records[-1]["argv"]
     assert isinstance(argv, list) and argv[4].endswith("nosuid,nodev,suid,dev")  # the asked words come last
     assert not {"nosuid", "nodev"} & findmnt_options(target)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
+import os
 from pathlib import Path
 
 import grpc
@@ -10,7 +12,12 @@ import pytest
 
 from elastivol.client import CsiClient, volume_capability
 from elastivol.csi import csi_pb2
+from elastivol.errors import Exhausted
+from elastivol.params.block import parse_block_parameters
 from elastivol.process import ServerProcess
+from elastivol.providers.block import VolumeSpec
+from elastivol.providers.local.block import LocalBlockProvider
+from elastivol.providers.local.pool import Pool
 from tests.helpers import code_of, expect_error, new_volume
 
 C = grpc.StatusCode
@@ -214,3 +221,36 @@ def test_identity(client: CsiClient, method: str) -> None:
         assert services == {csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE,
                             csi_pb2.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
                             csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE}
+
+
+@pytest.mark.parametrize(
+    ("where", "err", "said"),
+    [
+        ("image", errno.ENOSPC, "while making the image of 'full-image' (No space left on device); nothing was kept"),
+        ("record", errno.EDQUOT, "while recording 'full-record'; nothing was kept"),
+    ],
+)
+def test_pool_running_out_of_space_keeps_nothing(pool_dir: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+                                                 err: int, said: str) -> None:
+    """A full pool (or quota) part way through CreateVolume: Exhausted saying where and what to do, and
+    neither an image nor a record left behind. The provider runs in this process on the shared pool."""
+    pool = Pool(pool_dir)
+    provider = LocalBlockProvider(pool, ["zone-a"])
+    name = f"full-{where}"
+
+    def full(*args: object, **kw: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    if where == "image":
+        monkeypatch.setattr(provider, "_write_image", full)
+    else:
+        monkeypatch.setattr(pool.volumes, "put", full)
+    images_before = set(os.listdir(pool.images))
+    spec = VolumeSpec(name=name, size_bytes=1 << 30, zone="zone-a", params=parse_block_parameters({}))
+    with pytest.raises(Exhausted) as caught:
+        provider.create_volume(spec)
+    assert caught.value.message == (
+        f"pool {pool.directory} ran out of space {said}: free space or grow the pool, then retry"
+    )
+    assert set(os.listdir(pool.images)) == images_before
+    assert pool.volumes.find("name", name) is None

@@ -300,12 +300,17 @@ def grow_offline(device: str, fs_type: str) -> None:
     log.debug("grew %s (%s) offline", device, fs_type)
 
 
+def stat_existing(path: str, label: str = "") -> os.stat_result:
+    """``os.stat(path)``; NotFound "<label> does not exist" (label: the path itself by default)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"{label or path} does not exist") from None
+
+
 def device_size(path: str) -> int:
     """Bytes of a block device (BLKGETSIZE64) or a regular file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise NotFound(f"{path} does not exist") from None
+    st = stat_existing(path)
     if stat.S_ISREG(st.st_mode):
         return st.st_size
     if not stat.S_ISBLK(st.st_mode):

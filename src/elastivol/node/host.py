@@ -69,19 +69,8 @@ class RealHost:
     def is_mount_of(self, info: MountInfo, path: str, device: str) -> bool:
         return volume.is_mount_of(info, path, device)
 
-    def stage_filesystem(
-        self,
-        device: str,
-        staging_path: str,
-        fs_type: str,
-        *,
-        mkfs_args: Sequence[str] = (),
-        mount_options: Sequence[str] = (),
-        readonly: bool = False,
-    ) -> StageResult:
-        return volume.stage_filesystem(
-            device, staging_path, fs_type, mkfs_args=mkfs_args, mount_options=mount_options, readonly=readonly
-        )
+    # The function itself, not a wrapper: its keyword-only signature is then written in one place.
+    stage_filesystem = staticmethod(volume.stage_filesystem)
 
     def unstage(self, staging_path: str) -> bool:
         return volume.unstage(staging_path)

@@ -147,6 +147,26 @@ class LoopDevice:
     offset: int = 0
     sizelimit: int = 0
 
+    @classmethod
+    def from_status(
+        cls, number: int, status: LoopStatus, major_minor: str, backing_file: str, *, deleted: bool = False
+    ) -> LoopDevice:
+        """``loopN`` as ``LOOP_GET_STATUS64`` reports it, with what the caller knows besides: the
+        device's "major:minor" and the backing file's path (sysfs's, or the one just attached)."""
+        return cls(
+            path=f"/dev/loop{number}",
+            number=number,
+            backing=status.backing,
+            backing_file=backing_file,
+            read_only=status.read_only,
+            direct_io=status.direct_io,
+            deleted=deleted,
+            major_minor=major_minor,
+            autoclear=status.autoclear,
+            offset=status.offset,
+            sizelimit=status.sizelimit,
+        )
+
 
 @dataclass(frozen=True)
 class LoopStatus:
@@ -244,19 +264,7 @@ def _device(number: int) -> LoopDevice | None:
     if read is None:
         return None
     st, major_minor = read
-    return LoopDevice(
-        path=f"/dev/loop{number}",
-        number=number,
-        backing=st.backing,
-        backing_file=backing_file,
-        read_only=st.read_only,
-        direct_io=st.direct_io,
-        deleted=deleted,
-        major_minor=major_minor,
-        autoclear=st.autoclear,
-        offset=st.offset,
-        sizelimit=st.sizelimit,
-    )
+    return LoopDevice.from_status(number, st, major_minor, backing_file, deleted=deleted)
 
 
 def list_all() -> list[LoopDevice]:
@@ -397,18 +405,7 @@ def _attach_fd(fd: int, image: str, *, read_only: bool, direct_io: bool) -> Loop
                 time.sleep(0.001 * attempt)
                 continue
             raise Internal(f"cannot attach {image} to /dev/loop{number}: {exc.strerror}") from exc
-        dev = LoopDevice(
-            path=f"/dev/loop{number}",
-            number=number,
-            backing=taken.backing,
-            backing_file=image,
-            read_only=taken.read_only,
-            direct_io=taken.direct_io,
-            major_minor=major_minor,
-            autoclear=taken.autoclear,
-            offset=taken.offset,
-            sizelimit=taken.sizelimit,
-        )
+        dev = LoopDevice.from_status(number, taken, major_minor, image)
         log.debug("attached %s to %s (direct io: %s)", image, dev.path, dev.direct_io)
         return dev
     raise Unavailable(f"cannot attach {image}: every free loop device was taken by someone else; retry")
@@ -556,18 +553,26 @@ def backing_of_fd(fd: int) -> FileId:
     return _status_fd(fd).backing
 
 
-def status(path: str) -> LoopStatus:
-    """``LOOP_GET_STATUS64`` of an attached device; NotFound when it is free."""
+@contextlib.contextmanager
+def _opened_attached(path: str, doing: str, free: Exception) -> Iterator[int]:
+    """The loop device ``path``, opened read-only for an ioctl that needs it attached: ENXIO (it
+    has no backing file) raises ``free``; another failure, Internal "cannot <doing>"."""
     _check_loop(path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return _status_fd(fd)
+        yield fd
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise NotFound(f"{path} is not attached") from None
-        raise Internal(f"cannot read the status of {path}: {exc.strerror}") from exc
+            raise free from None
+        raise Internal(f"cannot {doing}: {exc.strerror}") from exc
     finally:
         os.close(fd)
+
+
+def status(path: str) -> LoopStatus:
+    """``LOOP_GET_STATUS64`` of an attached device; NotFound when it is free."""
+    with _opened_attached(path, f"read the status of {path}", NotFound(f"{path} is not attached")) as fd:
+        return _status_fd(fd)
 
 
 def detach(path: str, *, expect: FileId | None = None) -> bool:
@@ -624,17 +629,10 @@ def detach_all(image: str | os.PathLike[str]) -> int:
 
 def refresh_capacity(path: str) -> int:
     """Make the device see its backing file's new size (LOOP_SET_CAPACITY); returns the size."""
-    _check_loop(path)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    free = FailedPrecondition(f"{path} is not attached to an image")
+    with _opened_attached(path, f"refresh the capacity of {path}", free) as fd:
         fcntl.ioctl(fd, LOOP_SET_CAPACITY)
         return _sys.block_device_size(fd)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise FailedPrecondition(f"{path} is not attached to an image") from None
-        raise Internal(f"cannot refresh the capacity of {path}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -49,30 +49,27 @@ MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 
 # word -> (flags it sets, flags it clears); the last word about a flag wins, as in mount(8).
+# Most flags come as a pair of words, one setting it and one clearing it: (sets, clears, flag).
+_FLAG_PAIRS = (
+    ("ro", "rw", MS_RDONLY),
+    ("nosuid", "suid", MS_NOSUID),
+    ("nodev", "dev", MS_NODEV),
+    ("noexec", "exec", MS_NOEXEC),
+    ("sync", "async", MS_SYNCHRONOUS),
+    ("noatime", "atime", MS_NOATIME),
+    ("nodiratime", "diratime", MS_NODIRATIME),
+    ("lazytime", "nolazytime", MS_LAZYTIME),
+    ("mand", "nomand", MS_MANDLOCK),
+)
 _FLAG_WORDS: dict[str, tuple[int, int]] = {
-    "ro": (MS_RDONLY, 0),
-    "rw": (0, MS_RDONLY),
-    "nosuid": (MS_NOSUID, 0),
-    "suid": (0, MS_NOSUID),
-    "nodev": (MS_NODEV, 0),
-    "dev": (0, MS_NODEV),
-    "noexec": (MS_NOEXEC, 0),
-    "exec": (0, MS_NOEXEC),
-    "sync": (MS_SYNCHRONOUS, 0),
-    "async": (0, MS_SYNCHRONOUS),
-    "noatime": (MS_NOATIME, 0),
-    "atime": (0, MS_NOATIME),
-    "nodiratime": (MS_NODIRATIME, 0),
-    "diratime": (0, MS_NODIRATIME),
+    **{on: (flag, 0) for on, _off, flag in _FLAG_PAIRS},
+    **{off: (0, flag) for _on, off, flag in _FLAG_PAIRS},
+    # relatime and strictatime exclude each other: choosing one clears the other.
     "relatime": (MS_RELATIME, MS_STRICTATIME),
     "norelatime": (0, MS_RELATIME),
     "strictatime": (MS_STRICTATIME, MS_RELATIME),
     "nostrictatime": (0, MS_STRICTATIME),
-    "lazytime": (MS_LAZYTIME, 0),
-    "nolazytime": (0, MS_LAZYTIME),
     "dirsync": (MS_DIRSYNC, 0),
-    "mand": (MS_MANDLOCK, 0),
-    "nomand": (0, MS_MANDLOCK),
     "remount": (MS_REMOUNT, 0),
 }
 # Words that widen what a volume's content can do to the host (setuid binaries, device

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from elastivol import crashpoints
-from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument
 from elastivol.node import fs, mount
 
 log = logging.getLogger("elastivol.node.volume")
@@ -37,10 +37,7 @@ class StageResult:
 
 
 def _device_id(device: str) -> str:
-    try:
-        st = os.stat(device)
-    except FileNotFoundError:
-        raise NotFound(f"device {device} does not exist") from None
+    st = fs.stat_existing(device, f"device {device}")
     if not stat.S_ISBLK(st.st_mode):
         raise InvalidArgument(f"{device} is not a block device")
     return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"

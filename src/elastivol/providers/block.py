@@ -5,14 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from elastivol.domain import (
-    Attachment,
-    Capacity,
-    ContentSource,
-    Health,
-    Snapshot,
-    VolumeMode,
-)
+from elastivol.domain import Attachment, Capacity, ContentSource, Health, Snapshot, VolumeMode
 from elastivol.params.block import BlockParameters
 from elastivol.params.block_modify import ModifyPlan
 

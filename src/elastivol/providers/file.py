@@ -68,18 +68,23 @@ class FileProvider(Protocol):
     def list_snapshots(self) -> list[Snapshot]: ...
 
 
+@dataclass(frozen=True)
+class FilePublication:
+    """One NodePublishVolume in provider terms: the directory (a file system, through an access
+    point when there is one, and a subpath inside), the target path, and how to mount it."""
+
+    fs_id: str
+    subpath: str
+    access_point: AccessPoint | None
+    target: str
+    readonly: bool
+    mount_options: tuple[str, ...]
+
+
 class FileNodeProvider(Protocol):
     """Node-side: making a file system directory appear at a target path."""
 
-    def publish(
-        self,
-        fs_id: str,
-        subpath: str,
-        access_point: AccessPoint | None,
-        target: str,
-        readonly: bool,
-        mount_options: tuple[str, ...],
-    ) -> None: ...
+    def publish(self, publication: FilePublication) -> None: ...
     def unpublish(self, target: str) -> None: ...
     def usage(self, fs_id: str, access_point: AccessPoint | None, path: str) -> FileUsage: ...
 

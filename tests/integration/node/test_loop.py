@@ -10,12 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from elastivol.errors import FailedPrecondition, InUse, InvalidArgument, NotFound
+from elastivol.errors import ElastivolError, FailedPrecondition, Internal, InUse, InvalidArgument, NotFound
 from elastivol.node import loop, mount
 from tests.reliability.pods import ROOT, in_new_namespace
 
@@ -214,6 +215,38 @@ def test_direct_io_refused_falls_back_to_buffered(host: Host, monkeypatch: pytes
     dev = loop.attach(host.image("nodio.img", 16 * MiB), direct_io=True)
     assert not dev.direct_io
     assert Path(f"/sys/block/loop{dev.number}/loop/dio").read_text().strip() == "0"
+
+
+@pytest.mark.parametrize(
+    ("answer", "call", "error", "message"),
+    [
+        (errno.ENXIO, loop.status, NotFound, "{} is not attached"),
+        (errno.ENXIO, loop.refresh_capacity, FailedPrecondition, "{} is not attached to an image"),
+        (errno.EIO, loop.status, Internal, "cannot read the status of {}: Input/output error"),
+        (errno.EIO, loop.refresh_capacity, Internal, "cannot refresh the capacity of {}: Input/output error"),
+    ],
+)
+def test_status_and_capacity_name_a_lost_backing_file(
+    host: Host, monkeypatch: pytest.MonkeyPatch, answer: int, call: Callable[[str], object],
+    error: type[ElastivolError], message: str,
+) -> None:
+    """ENXIO from the status or capacity ioctl (the device has no file any more) and any other failure,
+    each with its own error. Simulated on a real attached device: freeing one under the call would race
+    with whoever takes the number next on a shared machine."""
+    dev = loop.attach(host.image("lost.img", 16 * MiB))
+    real_ioctl = fcntl.ioctl
+
+    def ioctl(fd: int, request: int, arg: Any = 0, *rest: Any) -> Any:
+        if request in (loop.LOOP_GET_STATUS64, loop.LOOP_SET_CAPACITY):
+            raise OSError(answer, os.strerror(answer))
+        return real_ioctl(fd, request, arg, *rest)
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    with pytest.raises(error) as caught:
+        call(dev.path)
+    assert caught.value.message == message.format(dev.path)
+    monkeypatch.undo()
+    assert loop.detach(dev.path)
 
 
 def test_attach_is_faster_than_losetup(host: Host) -> None:

@@ -22,7 +22,7 @@ from elastivol.node.fs import FsStats
 from elastivol.node.mount import MountInfo
 from elastivol.node.volume import StageResult
 from elastivol.providers.block import Volume, VolumeSpec
-from elastivol.providers.file import AccessPoint, AccessPointSpec, FileSystem, FileUsage
+from elastivol.providers.file import AccessPoint, AccessPointSpec, FilePublication, FileSystem, FileUsage
 
 GiB = 1 << 30
 
@@ -363,14 +363,15 @@ class FakeFileNodeProvider(Failing):
         super().__init__()
         self.host = host
 
-    def publish(self, fs_id: str, subpath: str, access_point: AccessPoint | None, target: str, readonly: bool,
-                mount_options: tuple[str, ...]) -> None:
+    def publish(self, publication: FilePublication) -> None:
         self._enter("publish")
+        target = publication.target
         if target in self.host.table:
             return
         os.makedirs(target, exist_ok=True)
-        root = (access_point.directory if access_point else "/") + (f"/{subpath}" if subpath else "")
-        self.host._add(target, "0:50", root, "nfs4", fs_id, readonly)
+        ap, subpath = publication.access_point, publication.subpath
+        root = (ap.directory if ap else "/") + (f"/{subpath}" if subpath else "")
+        self.host._add(target, "0:50", root, "nfs4", publication.fs_id, publication.readonly)
         self.host.effects.append(("bind", target))
 
     def unpublish(self, target: str) -> None:

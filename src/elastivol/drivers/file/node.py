@@ -28,6 +28,7 @@ from elastivol.providers.file import (
     AccessPoint,
     FileNodeDirectoryIdentity,
     FileNodeProvider,
+    FilePublication,
     FileSystem,
     FileUsage,
 )
@@ -91,7 +92,7 @@ class FileNode(NodeRpcs):
             ap = self._resolve(handle)
             if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
                 self._single_writer(handle, ap, target)
-            self.provider.publish(handle.fs_id, handle.subpath, ap, target, readonly, options)
+            self.provider.publish(FilePublication(handle.fs_id, handle.subpath, ap, target, readonly, options))
 
         await self.inflight.run_in_thread(keys, publish, what="NodePublishVolume")
         return csi_pb2.NodePublishVolumeResponse()

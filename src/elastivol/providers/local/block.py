@@ -4,7 +4,6 @@ loop devices, is :mod:`elastivol.providers.local.block_node`)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import time
@@ -13,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from elastivol import crashpoints, ids
-from elastivol.domain import (
-    Attachment,
-    Capacity,
-    ContentSource,
-    Health,
-    Snapshot,
-    VolumeMode,
-)
+from elastivol.domain import Attachment, Capacity, ContentSource, Health, Snapshot, VolumeMode
 from elastivol.errors import (
     AlreadyExists,
     Exhausted,
@@ -173,17 +165,13 @@ class LocalBlockProvider:
             rec["source_kind"] = spec.source.kind
             rec["source_id"] = spec.source.id
             rec["source_consistency"] = consistency
-        try:
-            self.pool.volumes.put(volume_id, rec)
-        except OSError as exc:
-            # No record, no volume: take the image back rather than leave an orphan.
-            image.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Exhausted(
-                    f"pool {self.pool.directory} ran out of space while recording {spec.name!r}; "
-                    "nothing was kept: free space or grow the pool, then retry"
-                ) from exc
-            raise
+        with self.pool.out_of_space(f"recording {spec.name!r}", say_why=False):
+            try:
+                self.pool.volumes.put(volume_id, rec)
+            except OSError:
+                # No record, no volume: take the image back rather than leave an orphan.
+                image.unlink(missing_ok=True)
+                raise
         return _volume_from_record(rec, image)
 
     def _same_or_conflict(self, rec: dict[str, Any], spec: VolumeSpec) -> Volume:
@@ -247,18 +235,14 @@ class LocalBlockProvider:
     def _make_image(self, image: Path, spec: VolumeSpec, source: tuple[Path, int, str] | None) -> str:
         """Make the volume's image; on any failure nothing of it is left in the pool."""
         tmp = image.with_name(image.name + ".partial")
-        try:
-            consistency = self._write_image(tmp, spec, source)
-            os.replace(tmp, image)
-            hostcopy.fsync_dir(image.parent)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Exhausted(
-                    f"pool {self.pool.directory} ran out of space while making the image of {spec.name!r} "
-                    f"({exc.strerror}); nothing was kept: free space or grow the pool, then retry"
-                ) from exc
-            raise
+        with self.pool.out_of_space(f"making the image of {spec.name!r}"):
+            try:
+                consistency = self._write_image(tmp, spec, source)
+                os.replace(tmp, image)
+                hostcopy.fsync_dir(image.parent)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return consistency
 
     def _write_image(self, tmp: Path, spec: VolumeSpec, source: tuple[Path, int, str] | None) -> str:

@@ -17,7 +17,6 @@ and rolls back any other half-made group.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from elastivol import crashpoints, ids
-from elastivol.errors import AlreadyExists, Exhausted, FailedPrecondition, NotFound
+from elastivol.errors import AlreadyExists, FailedPrecondition, NotFound
 from elastivol.node import copy as hostcopy
 from elastivol.node import fs as hostfs
 from elastivol.providers.groups import GroupSnapshot
@@ -131,16 +130,12 @@ class LocalGroupSnapshots:
             # The intent first: whatever happens next, recovery knows which snapshots are this group's.
             self.groups.put(group_id, group)
             crashpoints.hit("group.after_intent")
-            try:
-                self._cut(group, sources, tags, now)
-            except BaseException as exc:
-                self._roll_back(group)
-                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise Exhausted(
-                        f"pool {self.pool.directory} ran out of space while cutting group snapshot {name!r} "
-                        f"({exc.strerror}); no member was kept: free space or grow the pool, then retry"
-                    ) from exc
-                raise
+            with self.pool.out_of_space(f"cutting group snapshot {name!r}", "no member was kept"):
+                try:
+                    self._cut(group, sources, tags, now)
+                except BaseException:
+                    self._roll_back(group)
+                    raise
         return self._group(group)
 
     def _cut(self, group: dict[str, Any], sources: list[tuple[dict[str, Any], Path]], tags: dict[str, str],

@@ -17,6 +17,7 @@ mounts it at POOL. What the kernel offers is probed, never assumed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -324,6 +325,21 @@ class Pool:
             yield
         finally:
             path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def out_of_space(self, doing: str, kept: str = "nothing was kept", *, say_why: bool = True) -> Iterator[None]:
+        """An ENOSPC or EDQUOT in the block becomes Exhausted: the pool ran out of space while
+        ``doing``; ``kept`` says what is left of the work (the block has undone it by then)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            why = f" ({exc.strerror})" if say_why else ""
+            raise Exhausted(
+                f"pool {self.directory} ran out of space while {doing}{why}; {kept}: free space or grow the pool, "
+                "then retry"
+            ) from exc
 
     def freeze_marker(self, mountpoint: str) -> Path:
         """Record, before freezing ``mountpoint``, which filesystem is about to be frozen (its

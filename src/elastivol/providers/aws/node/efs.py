@@ -12,7 +12,7 @@ from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.awserrors import call
 from elastivol.providers.aws.efs_model import to_access_point
 from elastivol.providers.aws.mounter import Mounter, MountRequest
-from elastivol.providers.file import AccessPoint, FileSystem, FileUsage
+from elastivol.providers.file import AccessPoint, FilePublication, FileSystem, FileUsage
 
 
 class EfsNodeProvider:
@@ -24,22 +24,15 @@ class EfsNodeProvider:
         self.guard = guard
         self.allow_privileged = allow_privileged_mount_options
 
-    def publish(
-        self,
-        fs_id: str,
-        subpath: str,
-        access_point: AccessPoint | None,
-        target: str,
-        readonly: bool,
-        mount_options: tuple[str, ...],
-    ) -> None:
-        target = str(self.guard.check(target))
-        path = posixpath.normpath("/" + subpath.strip("/")) if subpath.strip("/") else "/"
-        options = tuple(o for o in mount_options if o not in ("ro", "rw"))
+    def publish(self, publication: FilePublication) -> None:
+        target = str(self.guard.check(publication.target))
+        subpath = publication.subpath.strip("/")
+        path = posixpath.normpath("/" + subpath) if subpath else "/"
+        options = tuple(o for o in publication.mount_options if o not in ("ro", "rw"))
         # suid/dev/exec only when the operator allowed them; the syntax checks always apply.
         hostmount.parse_options(options, allow_privileged=self.allow_privileged)
-        ro = readonly or "ro" in mount_options
-        self.mounter.mount(MountRequest(fs_id, path, access_point, target, ro, options))
+        ro = publication.readonly or "ro" in publication.mount_options
+        self.mounter.mount(MountRequest(publication.fs_id, path, publication.access_point, target, ro, options))
 
     def unpublish(self, target: str) -> None:
         self.mounter.unmount(str(self.guard.check(target)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.node import mount as hostmount
-from elastivol.providers.file import AccessPoint, FileSystem, FileUsage
+from elastivol.providers.file import AccessPoint, FilePublication, FileSystem, FileUsage
 from elastivol.providers.local.file import btrfs, tree
 from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.file.usage import UsageWalker
@@ -54,23 +54,16 @@ class LocalFileNode:
         base = access_point.directory if access_point is not None else ""
         return "/".join(p for p in (base.strip("/"), subpath.strip("/")) if p)
 
-    def publish(
-        self,
-        fs_id: str,
-        subpath: str,
-        access_point: AccessPoint | None,
-        target: str,
-        readonly: bool,
-        mount_options: tuple[str, ...],
-    ) -> None:
-        fs = self.registry.get_filesystem(fs_id)
+    def publish(self, publication: FilePublication) -> None:
+        fs = self.registry.get_filesystem(publication.fs_id)
+        access_point, subpath = publication.access_point, publication.subpath
         relative = self._relative(access_point, subpath)
         with contextlib.ExitStack() as stack:
             try:
                 fd = stack.enter_context(tree.opened(fs.root, relative))
             except FileNotFoundError as exc:
                 raise self._missing(fs, relative, access_point, subpath, exc.filename) from None
-            self._bind(fd, fs, relative, target, readonly, mount_options)
+            self._bind(fd, fs, relative, publication.target, publication.readonly, publication.mount_options)
 
     @staticmethod
     def _missing(
