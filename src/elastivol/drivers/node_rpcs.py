@@ -1,5 +1,6 @@
 """What the block and the file node servicers share: their settings, the host seam, the mount-option
-check, NodeGetCapabilities and NodeGetInfo."""
+check, the first checks of NodeUnpublishVolume, NodeGetVolumeStats and NodeExpandVolume,
+NodeGetCapabilities and NodeGetInfo."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import ClassVar
 import grpc
 
 from elastivol.csi import csi_pb2
-from elastivol.drivers.common import Capability, guarded_path, require_text, topology
+from elastivol.drivers.common import Capability, guarded_path, require_text, topology, volume_path
 from elastivol.errors import FailedPrecondition
 from elastivol.locks import InFlight
 from elastivol.node.host import HostOps, RealHost
@@ -42,6 +43,13 @@ class NodeRpcs:
         require_text(request.volume_id, "volume_id")
         require_text(request.target_path, "target_path")
         return await guarded_path(self.guard, request.target_path, "target_path")
+
+    async def _volume_path(self, request: csi_pb2.NodeGetVolumeStatsRequest | csi_pb2.NodeExpandVolumeRequest) -> str:
+        """NodeGetVolumeStats' and NodeExpandVolume's first checks: both fields present, and the path one
+        that could hold the volume (NOT_FOUND if not)."""
+        require_text(request.volume_id, "volume_id")
+        require_text(request.volume_path, "volume_path")
+        return await volume_path(self.guard, request.volume_id, request.volume_path)
 
     async def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
         caps = [csi_pb2.NodeServiceCapability(rpc=csi_pb2.NodeServiceCapability.RPC(type=t)) for t in self.capabilities]

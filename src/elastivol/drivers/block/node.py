@@ -17,7 +17,6 @@ from elastivol.drivers.common import (
     in_thread,
     require,
     require_text,
-    volume_path,
 )
 from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -203,9 +202,7 @@ class BlockNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
 
     # -- stats and expansion -----------------------------------------------------------------
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.volume_path, "volume_path")
-        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        path = await self._volume_path(request)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         return await in_thread(self._stats, request.volume_id, path)
@@ -248,9 +245,7 @@ class BlockNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeGetVolumeStatsResponse(usage=usage, volume_condition=condition)
 
     async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.volume_path, "volume_path")
-        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        path = await self._volume_path(request)
         if request.staging_target_path:
             await guarded_path(self.guard, request.staging_target_path, "staging_target_path")
         if not ids.is_volume_id(request.volume_id):

@@ -15,7 +15,6 @@ from elastivol.drivers.common import (
     in_thread,
     require,
     require_text,
-    volume_path,
 )
 from elastivol.drivers.file.capability import check_file_capability
 from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
@@ -123,9 +122,7 @@ class FileNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
 
     # -- stats -------------------------------------------------------------------------------
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.volume_path, "volume_path")
-        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        path = await self._volume_path(request)
         try:
             handle = parse_volume_handle(request.volume_id)
         except InvalidArgument as exc:
