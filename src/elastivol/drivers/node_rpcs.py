@@ -4,7 +4,7 @@ NodeGetCapabilities and NodeGetInfo."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Generic, NotRequired, TypedDict, TypeVar
 
 import grpc
 
@@ -16,15 +16,28 @@ from elastivol.node.host import HostOps, RealHost
 from elastivol.node.mount import parse_options
 from elastivol.node.paths import PathGuard
 
+P = TypeVar("P")
 
-class NodeRpcs:
+
+class NodeSettings(TypedDict):
+    """NodeRpcs' keyword settings besides ``max_volumes``, for a servicer that passes them on unchanged
+    (mypy holds the two lists together; NodeRpcs' own signature refuses an unknown name at run time)."""
+
+    node_id: str
+    zone: str
+    allow_privileged_mount_options: NotRequired[bool]
+    host: NotRequired[HostOps | None]
+
+
+class NodeRpcs(Generic[P]):
     """Mixed in before ``csi_pb2_grpc.NodeServicer``; a servicer names its ``capabilities``."""
 
     capabilities: ClassVar[tuple[csi_pb2.NodeServiceCapability.RPC.Type, ...]]
 
-    def __init__(self, inflight: InFlight, guard: PathGuard, *, node_id: str, zone: str, max_volumes: int,
-                 allow_privileged_mount_options: bool, host: HostOps | None) -> None:
-        self.host: HostOps = host if host is not None else RealHost()
+    def __init__(self, provider: P, inflight: InFlight, guard: PathGuard, *, node_id: str, zone: str, max_volumes: int,
+                 allow_privileged_mount_options: bool = False, host: HostOps | None = None) -> None:
+        self.provider = provider
+        self.host: HostOps = host if host is not None else RealHost()  # None: the real host
         self.inflight = inflight
         self.guard = guard
         self.node_id = node_id

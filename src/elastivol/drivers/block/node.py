@@ -20,10 +20,7 @@ from elastivol.drivers.common import (
 )
 from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from elastivol.locks import InFlight
-from elastivol.node.host import HostOps
 from elastivol.node.mount import MountInfo
-from elastivol.node.paths import PathGuard
 from elastivol.params.block import MKFS_KEYS, mkfs_args, parse_block_parameters
 from elastivol.providers.block import BlockNodeProvider
 
@@ -39,24 +36,8 @@ NODE_CAPABILITIES = (
 )
 
 
-class BlockNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
+class BlockNode(NodeRpcs[BlockNodeProvider], csi_pb2_grpc.NodeServicer):
     capabilities = NODE_CAPABILITIES
-
-    def __init__(
-        self,
-        provider: BlockNodeProvider,
-        inflight: InFlight,
-        guard: PathGuard,
-        *,
-        node_id: str,
-        zone: str,
-        max_volumes: int,
-        allow_privileged_mount_options: bool = False,
-        host: HostOps | None = None,
-    ) -> None:
-        super().__init__(inflight, guard, node_id=node_id, zone=zone, max_volumes=max_volumes,
-                         allow_privileged_mount_options=allow_privileged_mount_options, host=host)
-        self.provider = provider
 
     def _known_volume(self, volume_id: str) -> None:
         if not ids.is_volume_id(volume_id) or not self.provider.volume_exists(volume_id):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Protocol, Unpack
 
 import grpc
 
@@ -17,10 +17,9 @@ from elastivol.drivers.common import (
     require_text,
 )
 from elastivol.drivers.file.capability import check_file_capability
-from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
+from elastivol.drivers.node_rpcs import NodeRpcs, NodeSettings, refuse_second_publication
 from elastivol.errors import InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
-from elastivol.node.host import HostOps
 from elastivol.node.paths import PathGuard
 from elastivol.params.file import VolumeHandle, parse_volume_handle
 from elastivol.providers.file import (
@@ -46,25 +45,12 @@ class FileCatalog(Protocol):
     def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint: ...
 
 
-class FileNode(NodeRpcs, csi_pb2_grpc.NodeServicer):
+class FileNode(NodeRpcs[FileNodeProvider], csi_pb2_grpc.NodeServicer):
     capabilities = NODE_CAPABILITIES
 
-    def __init__(
-        self,
-        provider: FileNodeProvider,
-        catalog: FileCatalog,
-        inflight: InFlight,
-        guard: PathGuard,
-        *,
-        node_id: str,
-        zone: str,
-        max_volumes: int = 0,
-        allow_privileged_mount_options: bool = False,
-        host: HostOps | None = None,
-    ) -> None:
-        super().__init__(inflight, guard, node_id=node_id, zone=zone, max_volumes=max_volumes,
-                         allow_privileged_mount_options=allow_privileged_mount_options, host=host)
-        self.provider = provider
+    def __init__(self, provider: FileNodeProvider, catalog: FileCatalog, inflight: InFlight, guard: PathGuard, *,
+                 max_volumes: int = 0, **settings: Unpack[NodeSettings]) -> None:
+        super().__init__(provider, inflight, guard, max_volumes=max_volumes, **settings)
         self.catalog = catalog
 
     def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
