@@ -76,6 +76,21 @@ class NodeRpcs(Generic[P]):
         )
 
 
+def usage_messages(
+    total: int, available: int, used: int, inodes: tuple[int, int, int] | None
+) -> list[csi_pb2.VolumeUsage]:
+    """NodeGetVolumeStats' usage: bytes, then inodes (total, available, used) where they are counted."""
+    usage = [csi_pb2.VolumeUsage(unit=csi_pb2.VolumeUsage.BYTES, total=total, available=available, used=used)]
+    if inodes is not None:
+        inodes_total, inodes_available, inodes_used = inodes
+        usage.append(
+            csi_pb2.VolumeUsage(
+                unit=csi_pb2.VolumeUsage.INODES, total=inodes_total, available=inodes_available, used=inodes_used
+            )
+        )
+    return usage
+
+
 def refuse_second_publication(others: list[str]) -> None:
     """A ReadWriteOncePod volume already published at another target on this node is refused."""
     if others:

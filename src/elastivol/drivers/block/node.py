@@ -18,7 +18,7 @@ from elastivol.drivers.common import (
     require,
     require_text,
 )
-from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
+from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication, usage_messages
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from elastivol.node.mount import MountInfo
 from elastivol.params.block import MKFS_KEYS, mkfs_args, parse_block_parameters
@@ -210,17 +210,9 @@ class BlockNode(NodeRpcs[BlockNodeProvider], csi_pb2_grpc.NodeServicer):
         usage: list[csi_pb2.VolumeUsage] = []
         if os.path.isdir(path):
             st = self.host.statfs(path)
-            usage = [
-                csi_pb2.VolumeUsage(
-                    unit=csi_pb2.VolumeUsage.BYTES,
-                    total=st.total_bytes,
-                    available=st.available_bytes,
-                    used=st.used_bytes,
-                ),
-                csi_pb2.VolumeUsage(
-                    unit=csi_pb2.VolumeUsage.INODES, total=st.inodes_total, available=st.inodes_free, used=st.inodes_used
-                ),
-            ]
+            usage = usage_messages(
+                st.total_bytes, st.available_bytes, st.used_bytes, (st.inodes_total, st.inodes_free, st.inodes_used)
+            )
         else:
             usage = [csi_pb2.VolumeUsage(unit=csi_pb2.VolumeUsage.BYTES, total=self.host.device_size(path))]
         return csi_pb2.NodeGetVolumeStatsResponse(usage=usage, volume_condition=condition)

@@ -17,7 +17,7 @@ from elastivol.drivers.common import (
     require_text,
 )
 from elastivol.drivers.file.capability import check_file_capability
-from elastivol.drivers.node_rpcs import NodeRpcs, NodeSettings, refuse_second_publication
+from elastivol.drivers.node_rpcs import NodeRpcs, NodeSettings, refuse_second_publication, usage_messages
 from elastivol.errors import InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
 from elastivol.node.paths import PathGuard
@@ -138,23 +138,8 @@ class FileNode(NodeRpcs[FileNodeProvider], csi_pb2_grpc.NodeServicer):
                 "healthy; used bytes is a lower bound: counting the directory tree did not finish in the time "
                 "allowed, and continues in the background"
             )
-        stats = [
-            csi_pb2.VolumeUsage(
-                unit=csi_pb2.VolumeUsage.BYTES,
-                total=usage.total_bytes,
-                available=usage.available_bytes,
-                used=usage.used_bytes,
-            )
-        ]
-        if usage.inodes_total:
-            stats.append(
-                csi_pb2.VolumeUsage(
-                    unit=csi_pb2.VolumeUsage.INODES,
-                    total=usage.inodes_total,
-                    available=usage.inodes_available,
-                    used=usage.inodes_used,
-                )
-            )
+        inodes = (usage.inodes_total, usage.inodes_available, usage.inodes_used) if usage.inodes_total else None
+        stats = usage_messages(usage.total_bytes, usage.available_bytes, usage.used_bytes, inodes)
         condition = csi_pb2.VolumeCondition(abnormal=bool(abnormal), message=message)
         return csi_pb2.NodeGetVolumeStatsResponse(usage=stats, volume_condition=condition)
 
