@@ -22,6 +22,7 @@ from elastivol.drivers.common import (
 )
 from elastivol.drivers.controller_rpcs import CapabilityCheck, ControllerRpcs
 from elastivol.drivers.file.capability import check_file_capability
+from elastivol.drivers.file.catalog import resolve
 from elastivol.drivers.snapshots import snapshot_message
 from elastivol.errors import InvalidArgument, NotFound, OutOfRange, Unimplemented
 from elastivol.params.file import (
@@ -157,10 +158,7 @@ class FileController(ControllerRpcs[FileProvider], csi_pb2_grpc.ControllerServic
         return csi_pb2.DeleteVolumeResponse()
 
     async def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
-        await in_thread(self.provider.get_filesystem, handle.fs_id)
-        if handle.ap_id:
-            return await in_thread(self.provider.get_access_point, handle.fs_id, handle.ap_id)
-        return None
+        return await in_thread(resolve, self.provider, handle)
 
     def _condition(self, handle: VolumeHandle) -> csi_pb2.VolumeCondition:
         state = getattr(self.provider, "access_point_state", None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol, Unpack
+from typing import Unpack
 
 import grpc
 
@@ -17,6 +17,7 @@ from elastivol.drivers.common import (
     require_text,
 )
 from elastivol.drivers.file.capability import check_file_capability
+from elastivol.drivers.file.catalog import FileCatalog, resolve
 from elastivol.drivers.node_rpcs import NodeRpcs, NodeSettings, refuse_second_publication, usage_messages
 from elastivol.errors import InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
@@ -26,7 +27,6 @@ from elastivol.providers.file import (
     AccessPoint,
     FileNodeDirectoryIdentity,
     FileNodeProvider,
-    FileSystem,
     FileUsage,
 )
 
@@ -38,13 +38,6 @@ NODE_CAPABILITIES = (
 )
 
 
-class FileCatalog(Protocol):
-    """How the node turns ids into a file system and an access point (records or the cloud API)."""
-
-    def get_filesystem(self, fs_id: str) -> FileSystem: ...
-    def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint: ...
-
-
 class FileNode(NodeRpcs[FileNodeProvider], csi_pb2_grpc.NodeServicer):
     capabilities = NODE_CAPABILITIES
 
@@ -52,10 +45,6 @@ class FileNode(NodeRpcs[FileNodeProvider], csi_pb2_grpc.NodeServicer):
                  max_volumes: int = 0, **settings: Unpack[NodeSettings]) -> None:
         super().__init__(provider, inflight, guard, max_volumes=max_volumes, **settings)
         self.catalog = catalog
-
-    def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
-        self.catalog.get_filesystem(handle.fs_id)
-        return self.catalog.get_access_point(handle.fs_id, handle.ap_id) if handle.ap_id else None
 
     # -- publish -----------------------------------------------------------------------------
     async def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
@@ -73,7 +62,7 @@ class FileNode(NodeRpcs[FileNodeProvider], csi_pb2_grpc.NodeServicer):
             keys.append(request.volume_id)
 
         def publish() -> None:
-            ap = self._resolve(handle)
+            ap = resolve(self.catalog, handle)
             if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
                 self._single_writer(handle, ap, target)
             self.provider.publish(handle.fs_id, handle.subpath, ap, target, readonly, options)
@@ -122,7 +111,7 @@ class FileNode(NodeRpcs[FileNodeProvider], csi_pb2_grpc.NodeServicer):
         abnormal = ""
         ap: AccessPoint | None = None
         try:
-            ap = self._resolve(handle)
+            ap = resolve(self.catalog, handle)
         except NotFound as exc:
             abnormal = f"{exc.message} (the volume is still mounted here)"
         if (
