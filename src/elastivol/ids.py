@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 
 # AWS ids have 17 hex digits today; volumes, snapshots and file systems made before 2016-2018 keep
 # their 8-digit ids (seed 000's fs-4af69aab), and moto makes 8-digit EFS ids. New ids are 17.
@@ -23,25 +24,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(9)[:17]}"
 
 
-def is_volume_id(value: str) -> bool:
-    return VOLUME_ID.fullmatch(value) is not None
+def _matcher(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    """A check that ``value`` is an id of ``pattern``'s format, as a whole."""
+
+    def matches(value: str) -> bool:
+        return pattern.fullmatch(value) is not None
+
+    return matches
 
 
-def is_snapshot_id(value: str) -> bool:
-    return SNAPSHOT_ID.fullmatch(value) is not None
-
-
-def is_group_snapshot_id(value: str) -> bool:
-    return GROUP_SNAPSHOT_ID.fullmatch(value) is not None
-
-
-def is_filesystem_id(value: str) -> bool:
-    return FILESYSTEM_ID.fullmatch(value) is not None
-
-
-def is_access_point_id(value: str) -> bool:
-    return ACCESS_POINT_ID.fullmatch(value) is not None
-
-
-def is_node_id(value: str) -> bool:
-    return NODE_ID.fullmatch(value) is not None
+is_volume_id = _matcher(VOLUME_ID)
+is_snapshot_id = _matcher(SNAPSHOT_ID)
+is_group_snapshot_id = _matcher(GROUP_SNAPSHOT_ID)
+is_filesystem_id = _matcher(FILESYSTEM_ID)
+is_access_point_id = _matcher(ACCESS_POINT_ID)
+is_node_id = _matcher(NODE_ID)

@@ -22,9 +22,9 @@ from elastivol.drivers.common import (
     topology,
     zone_of,
 )
-from elastivol.drivers.snapshots import SnapshotRpcs, snapshot_message
+from elastivol.drivers.controller_rpcs import CapabilityCheck, ControllerRpcs
+from elastivol.drivers.snapshots import snapshot_message
 from elastivol.errors import Exhausted, InvalidArgument, NotFound, OutOfRange
-from elastivol.locks import InFlight
 from elastivol.params.block import (
     MKFS_KEYS,
     mkfs_args,
@@ -102,13 +102,22 @@ def parse_snapshot_tags(parameters: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class BlockController(SnapshotRpcs, ModifyRpcs):
-    provider: BlockProvider
+class BlockController(ControllerRpcs[BlockProvider], ModifyRpcs):
+    provider: BlockProvider  # also what ModifyRpcs needs
+    capabilities = CONTROLLER_CAPABILITIES
 
-    def __init__(self, provider: BlockProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
-        self.provider = provider
-        self.inflight = inflight
-        self.default_size = default_size
+    def _offered(self) -> tuple[csi_pb2.ControllerServiceCapability.RPC.Type, ...]:
+        # PUBLISH_READONLY only where an attachment can really be read-only (see BlockProvider).
+        return tuple(t for t in self.capabilities if t != _RPC.PUBLISH_READONLY or self.provider.readonly_attach)
+
+    async def _capability_check(self, volume_id: str) -> CapabilityCheck:
+        if not ids.is_volume_id(volume_id):
+            raise NotFound(f"volume {volume_id[:80]!r} does not exist")
+        volume = await in_thread(self.provider.get_volume, volume_id)
+        return lambda cap: self._check_matches(volume, cap)
+
+    def _parse_parameters(self, parameters: dict[str, str]) -> None:
+        parse_block_parameters(parameters)
 
     # -- volumes ----------------------------------------------------------------------------
     async def CreateVolume(self, request: csi_pb2.CreateVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateVolumeResponse:
@@ -185,11 +194,9 @@ class BlockController(SnapshotRpcs, ModifyRpcs):
         return choose_zone(requirement, served)
 
     async def DeleteVolume(self, request: csi_pb2.DeleteVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.DeleteVolumeResponse:
-        require_text(request.volume_id, "volume_id")
-        if ids.is_volume_id(request.volume_id):
-            await self.inflight.run_in_thread(
-                (request.volume_id,), self.provider.delete_volume, request.volume_id, what="DeleteVolume"
-            )
+        await self._delete_by_id(
+            request.volume_id, "volume_id", ids.is_volume_id, self.provider.delete_volume, "DeleteVolume"
+        )
         return csi_pb2.DeleteVolumeResponse()
 
     async def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerPublishVolumeResponse:
@@ -248,26 +255,6 @@ class BlockController(SnapshotRpcs, ModifyRpcs):
         except NotFound:
             return None
 
-    async def ValidateVolumeCapabilities(self, request: csi_pb2.ValidateVolumeCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ValidateVolumeCapabilitiesResponse:
-        require_text(request.volume_id, "volume_id")
-        caps = capabilities(request.volume_capabilities)
-        if not ids.is_volume_id(request.volume_id):
-            raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
-        volume = await in_thread(self.provider.get_volume, request.volume_id)
-        if request.parameters:
-            parse_block_parameters(dict(request.parameters))
-        try:
-            for cap in caps:
-                self._check_matches(volume, cap)
-        except InvalidArgument as exc:
-            return csi_pb2.ValidateVolumeCapabilitiesResponse(message=exc.message)
-        confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
-            volume_context=dict(request.volume_context),
-            volume_capabilities=list(request.volume_capabilities),
-            parameters=dict(request.parameters),
-        )
-        return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
-
     async def ListVolumes(self, request: csi_pb2.ListVolumesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ListVolumesResponse:
         volumes = await in_thread(self.provider.list_volumes)
         page, token = paginate(volumes, lambda v: v.id, request.starting_token, request.max_entries, ids.is_volume_id)
@@ -312,15 +299,6 @@ class BlockController(SnapshotRpcs, ModifyRpcs):
             maximum_volume_size=Int64Value(value=largest),
             minimum_volume_size=Int64Value(value=min_gib * GiB),
         )
-
-    async def ControllerGetCapabilities(self, request: csi_pb2.ControllerGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerGetCapabilitiesResponse:
-        caps = [
-            csi_pb2.ControllerServiceCapability(rpc=csi_pb2.ControllerServiceCapability.RPC(type=t))
-            for t in CONTROLLER_CAPABILITIES
-            # Offered only where an attachment can really be read-only (see BlockProvider).
-            if t != _RPC.PUBLISH_READONLY or self.provider.readonly_attach
-        ]
-        return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=caps)
 
     # -- expansion ---------------------------------------------------------------------------
     async def ControllerExpandVolume(self, request: csi_pb2.ControllerExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerExpandVolumeResponse:

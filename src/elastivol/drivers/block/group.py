@@ -55,6 +55,12 @@ def check_members(group: GroupSnapshot, asked: list[str]) -> None:
         )
 
 
+def _group_id(request: csi_pb2.DeleteVolumeGroupSnapshotRequest | csi_pb2.GetVolumeGroupSnapshotRequest) -> str | None:
+    """The request's group snapshot id (required); None where it is malformed and so names no group."""
+    require_text(request.group_snapshot_id, "group_snapshot_id")
+    return request.group_snapshot_id if ids.is_group_snapshot_id(request.group_snapshot_id) else None
+
+
 class BlockGroupController:
     def __init__(self, provider: GroupSnapshotProvider, inflight: InFlight) -> None:
         self.provider = provider
@@ -96,9 +102,8 @@ class BlockGroupController:
     async def DeleteVolumeGroupSnapshot(
         self, request: csi_pb2.DeleteVolumeGroupSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> csi_pb2.DeleteVolumeGroupSnapshotResponse:
-        require_text(request.group_snapshot_id, "group_snapshot_id")
-        group_id = request.group_snapshot_id
-        if not ids.is_group_snapshot_id(group_id):
+        group_id = _group_id(request)
+        if group_id is None:
             return csi_pb2.DeleteVolumeGroupSnapshotResponse()
 
         def delete() -> None:
@@ -117,10 +122,9 @@ class BlockGroupController:
     async def GetVolumeGroupSnapshot(
         self, request: csi_pb2.GetVolumeGroupSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> csi_pb2.GetVolumeGroupSnapshotResponse:
-        require_text(request.group_snapshot_id, "group_snapshot_id")
-        group_id = request.group_snapshot_id
-        if not ids.is_group_snapshot_id(group_id):
-            raise NotFound(f"group snapshot {group_id[:80]!r} does not exist")
+        group_id = _group_id(request)
+        if group_id is None:
+            raise NotFound(f"group snapshot {request.group_snapshot_id[:80]!r} does not exist")
         group = await in_thread(self.provider.get_group_snapshot, group_id)
         check_members(group, list(request.snapshot_ids))
         return csi_pb2.GetVolumeGroupSnapshotResponse(group_snapshot=group_message(group))

@@ -17,14 +17,10 @@ from elastivol.drivers.common import (
     in_thread,
     require,
     require_text,
-    volume_path,
 )
-from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
+from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication, usage_messages
 from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from elastivol.locks import InFlight
-from elastivol.node.host import HostOps
 from elastivol.node.mount import MountInfo
-from elastivol.node.paths import PathGuard
 from elastivol.params.block import MKFS_KEYS, mkfs_args, parse_block_parameters
 from elastivol.providers.block import BlockNodeProvider
 
@@ -40,24 +36,8 @@ NODE_CAPABILITIES = (
 )
 
 
-class BlockNode(NodeRpcs):
+class BlockNode(NodeRpcs[BlockNodeProvider]):
     capabilities = NODE_CAPABILITIES
-
-    def __init__(
-        self,
-        provider: BlockNodeProvider,
-        inflight: InFlight,
-        guard: PathGuard,
-        *,
-        node_id: str,
-        zone: str,
-        max_volumes: int,
-        allow_privileged_mount_options: bool = False,
-        host: HostOps | None = None,
-    ) -> None:
-        super().__init__(inflight, guard, node_id=node_id, zone=zone, max_volumes=max_volumes,
-                         allow_privileged_mount_options=allow_privileged_mount_options, host=host)
-        self.provider = provider
 
     def _known_volume(self, volume_id: str) -> None:
         if not ids.is_volume_id(volume_id) or not self.provider.volume_exists(volume_id):
@@ -203,9 +183,7 @@ class BlockNode(NodeRpcs):
 
     # -- stats and expansion -----------------------------------------------------------------
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.volume_path, "volume_path")
-        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        path = await self._volume_path(request)
         if not ids.is_volume_id(request.volume_id):
             raise NotFound(f"volume {request.volume_id[:80]!r} does not exist")
         return await in_thread(self._stats, request.volume_id, path)
@@ -232,25 +210,15 @@ class BlockNode(NodeRpcs):
         usage: list[csi_pb2.VolumeUsage] = []
         if os.path.isdir(path):
             st = self.host.statfs(path)
-            usage = [
-                csi_pb2.VolumeUsage(
-                    unit=csi_pb2.VolumeUsage.BYTES,
-                    total=st.total_bytes,
-                    available=st.available_bytes,
-                    used=st.used_bytes,
-                ),
-                csi_pb2.VolumeUsage(
-                    unit=csi_pb2.VolumeUsage.INODES, total=st.inodes_total, available=st.inodes_free, used=st.inodes_used
-                ),
-            ]
+            usage = usage_messages(
+                st.total_bytes, st.available_bytes, st.used_bytes, (st.inodes_total, st.inodes_free, st.inodes_used)
+            )
         else:
             usage = [csi_pb2.VolumeUsage(unit=csi_pb2.VolumeUsage.BYTES, total=self.host.device_size(path))]
         return csi_pb2.NodeGetVolumeStatsResponse(usage=usage, volume_condition=condition)
 
     async def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.volume_path, "volume_path")
-        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        path = await self._volume_path(request)
         if request.staging_target_path:
             await guarded_path(self.guard, request.staging_target_path, "staging_target_path")
         if not ids.is_volume_id(request.volume_id):

@@ -20,10 +20,11 @@ from elastivol.drivers.common import (
     require,
     require_text,
 )
+from elastivol.drivers.controller_rpcs import CapabilityCheck, ControllerRpcs
 from elastivol.drivers.file.capability import check_file_capability
-from elastivol.drivers.snapshots import SnapshotRpcs, snapshot_message
+from elastivol.drivers.file.catalog import resolve
+from elastivol.drivers.snapshots import snapshot_message
 from elastivol.errors import InvalidArgument, NotFound, OutOfRange, Unimplemented
-from elastivol.locks import InFlight
 from elastivol.params.file import (
     CSI_PREFIX,
     VolumeHandle,
@@ -32,7 +33,6 @@ from elastivol.params.file import (
     parse_volume_handle,
 )
 from elastivol.providers.file import AccessPoint, FileProvider
-from elastivol.units import GiB
 
 _RPC = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (
@@ -95,13 +95,15 @@ def _is_volume_token(token: str) -> bool:
         return False
 
 
-class FileController(SnapshotRpcs):
-    provider: FileProvider
+class FileController(ControllerRpcs[FileProvider]):
+    capabilities = CONTROLLER_CAPABILITIES
 
-    def __init__(self, provider: FileProvider, inflight: InFlight, *, default_size: int = GiB) -> None:
-        self.provider = provider
-        self.inflight = inflight
-        self.default_size = default_size
+    async def _capability_check(self, volume_id: str) -> CapabilityCheck:
+        await self._resolve(handle_or_not_found(volume_id))
+        return check_file_capability
+
+    def _parse_parameters(self, parameters: dict[str, str]) -> None:
+        parse_file_parameters(parameters)
 
     # -- volumes ----------------------------------------------------------------------------
     async def CreateVolume(self, request: csi_pb2.CreateVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.CreateVolumeResponse:
@@ -156,29 +158,7 @@ class FileController(SnapshotRpcs):
         return csi_pb2.DeleteVolumeResponse()
 
     async def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
-        await in_thread(self.provider.get_filesystem, handle.fs_id)
-        if handle.ap_id:
-            return await in_thread(self.provider.get_access_point, handle.fs_id, handle.ap_id)
-        return None
-
-    async def ValidateVolumeCapabilities(self, request: csi_pb2.ValidateVolumeCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ValidateVolumeCapabilitiesResponse:
-        require_text(request.volume_id, "volume_id")
-        caps = capabilities(request.volume_capabilities)
-        handle = handle_or_not_found(request.volume_id)
-        await self._resolve(handle)
-        if request.parameters:
-            parse_file_parameters(dict(request.parameters))
-        try:
-            for cap in caps:
-                check_file_capability(cap)
-        except InvalidArgument as exc:
-            return csi_pb2.ValidateVolumeCapabilitiesResponse(message=exc.message)
-        confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
-            volume_context=dict(request.volume_context),
-            volume_capabilities=list(request.volume_capabilities),
-            parameters=dict(request.parameters),
-        )
-        return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+        return await in_thread(resolve, self.provider, handle)
 
     def _condition(self, handle: VolumeHandle) -> csi_pb2.VolumeCondition:
         state = getattr(self.provider, "access_point_state", None)
@@ -206,13 +186,6 @@ class FileController(SnapshotRpcs):
         condition = await in_thread(self._condition, handle)
         status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(volume_condition=condition)
         return csi_pb2.ControllerGetVolumeResponse(volume=msg, status=status)
-
-    async def ControllerGetCapabilities(self, request: csi_pb2.ControllerGetCapabilitiesRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerGetCapabilitiesResponse:
-        caps = [
-            csi_pb2.ControllerServiceCapability(rpc=csi_pb2.ControllerServiceCapability.RPC(type=t))
-            for t in CONTROLLER_CAPABILITIES
-        ]
-        return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=caps)
 
     # -- not offered ------------------------------------------------------------------------
     async def ControllerPublishVolume(self, request: csi_pb2.ControllerPublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.ControllerPublishVolumeResponse:

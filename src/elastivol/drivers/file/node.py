@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Unpack
 
 import grpc
 
@@ -15,13 +15,12 @@ from elastivol.drivers.common import (
     in_thread,
     require,
     require_text,
-    volume_path,
 )
 from elastivol.drivers.file.capability import check_file_capability
-from elastivol.drivers.node_rpcs import NodeRpcs, refuse_second_publication
+from elastivol.drivers.file.catalog import FileCatalog, resolve
+from elastivol.drivers.node_rpcs import NodeRpcs, NodeSettings, refuse_second_publication, usage_messages
 from elastivol.errors import InvalidArgument, NotFound, Unimplemented
 from elastivol.locks import InFlight
-from elastivol.node.host import HostOps
 from elastivol.node.paths import PathGuard
 from elastivol.params.file import VolumeHandle, parse_volume_handle
 from elastivol.providers.file import (
@@ -29,7 +28,6 @@ from elastivol.providers.file import (
     FileNodeDirectoryIdentity,
     FileNodeProvider,
     FilePublication,
-    FileSystem,
     FileUsage,
 )
 
@@ -41,37 +39,13 @@ NODE_CAPABILITIES = (
 )
 
 
-class FileCatalog(Protocol):
-    """How the node turns ids into a file system and an access point (records or the cloud API)."""
-
-    def get_filesystem(self, fs_id: str) -> FileSystem: ...
-    def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint: ...
-
-
-class FileNode(NodeRpcs):
+class FileNode(NodeRpcs[FileNodeProvider]):
     capabilities = NODE_CAPABILITIES
 
-    def __init__(
-        self,
-        provider: FileNodeProvider,
-        catalog: FileCatalog,
-        inflight: InFlight,
-        guard: PathGuard,
-        *,
-        node_id: str,
-        zone: str,
-        max_volumes: int = 0,
-        allow_privileged_mount_options: bool = False,
-        host: HostOps | None = None,
-    ) -> None:
-        super().__init__(inflight, guard, node_id=node_id, zone=zone, max_volumes=max_volumes,
-                         allow_privileged_mount_options=allow_privileged_mount_options, host=host)
-        self.provider = provider
+    def __init__(self, provider: FileNodeProvider, catalog: FileCatalog, inflight: InFlight, guard: PathGuard, *,
+                 max_volumes: int = 0, **settings: Unpack[NodeSettings]) -> None:
+        super().__init__(provider, inflight, guard, max_volumes=max_volumes, **settings)
         self.catalog = catalog
-
-    def _resolve(self, handle: VolumeHandle) -> AccessPoint | None:
-        self.catalog.get_filesystem(handle.fs_id)
-        return self.catalog.get_access_point(handle.fs_id, handle.ap_id) if handle.ap_id else None
 
     # -- publish -----------------------------------------------------------------------------
     async def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
@@ -89,7 +63,7 @@ class FileNode(NodeRpcs):
             keys.append(request.volume_id)
 
         def publish() -> None:
-            ap = self._resolve(handle)
+            ap = resolve(self.catalog, handle)
             if cap.mode is AccessMode.SINGLE_NODE_SINGLE_WRITER:
                 self._single_writer(handle, ap, target)
             self.provider.publish(FilePublication(handle.fs_id, handle.subpath, ap, target, readonly, options))
@@ -124,9 +98,7 @@ class FileNode(NodeRpcs):
 
     # -- stats -------------------------------------------------------------------------------
     async def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.aio.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
-        require_text(request.volume_id, "volume_id")
-        require_text(request.volume_path, "volume_path")
-        path = await volume_path(self.guard, request.volume_id, request.volume_path)
+        path = await self._volume_path(request)
         try:
             handle = parse_volume_handle(request.volume_id)
         except InvalidArgument as exc:
@@ -140,7 +112,7 @@ class FileNode(NodeRpcs):
         abnormal = ""
         ap: AccessPoint | None = None
         try:
-            ap = self._resolve(handle)
+            ap = resolve(self.catalog, handle)
         except NotFound as exc:
             abnormal = f"{exc.message} (the volume is still mounted here)"
         if (
@@ -156,23 +128,8 @@ class FileNode(NodeRpcs):
                 "healthy; used bytes is a lower bound: counting the directory tree did not finish in the time "
                 "allowed, and continues in the background"
             )
-        stats = [
-            csi_pb2.VolumeUsage(
-                unit=csi_pb2.VolumeUsage.BYTES,
-                total=usage.total_bytes,
-                available=usage.available_bytes,
-                used=usage.used_bytes,
-            )
-        ]
-        if usage.inodes_total:
-            stats.append(
-                csi_pb2.VolumeUsage(
-                    unit=csi_pb2.VolumeUsage.INODES,
-                    total=usage.inodes_total,
-                    available=usage.inodes_available,
-                    used=usage.inodes_used,
-                )
-            )
+        inodes = (usage.inodes_total, usage.inodes_available, usage.inodes_used) if usage.inodes_total else None
+        stats = usage_messages(usage.total_bytes, usage.available_bytes, usage.used_bytes, inodes)
         condition = csi_pb2.VolumeCondition(abnormal=bool(abnormal), message=message)
         return csi_pb2.NodeGetVolumeStatsResponse(usage=stats, volume_condition=condition)
 
