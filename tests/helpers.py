@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,13 @@ class Vol:
     @property
     def block(self) -> bool:
         return self.cap.HasField("block")
+
+    @contextmanager
+    def reconnected(self, endpoint: str) -> Iterator[CsiClient]:
+        """Go on through a new client of ``endpoint`` (a restarted server), closed on leaving the block."""
+        with CsiClient(endpoint) as client:
+            self.client = client
+            yield client
 
     def controller_publish(self, readonly: bool = False) -> None:
         resp = self.client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
