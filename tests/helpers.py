@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from elastivol.client import BLOCK, MOUNT, CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import loop, mount
+from elastivol.process import ServerProcess, serve_args
 
 
 def code_of(fn, *args, **kwargs) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
@@ -142,6 +144,16 @@ def new_volume(
     staging = work / "kubelet" / "staging" / vol.volume_id
     target = work / "kubelet" / "pods" / name / ("dev" if kind == "block" else "mount")
     return Vol(client, vol, cap, staging, target, node_id, {})
+
+
+def served(work: Path, sock: str, log: str, *, pool: Path, **serve: Any) -> Iterator[ServerProcess]:
+    """The body of a server fixture: ``elastivol serve`` on ``pool`` (files under ``work`` allowed), at
+    WORK/SOCK.sock logging to WORK/logs/LOG.log, running until the fixture ends; ``serve``: more
+    :func:`serve_args`."""
+    server = ServerProcess(serve_args(pool=pool, allowed_roots=[work], **serve), f"unix://{work}/{sock}.sock",
+                           work / "logs" / f"{log}.log").start()
+    yield server
+    server.stop()
 
 
 def leaked(pool: Path) -> list[str]:
