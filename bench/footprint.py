@@ -184,6 +184,19 @@ def measure(rows: list[Row], row: Row, servers: list[Server], starts: int, lifec
         rows.append(r)
 
 
+def _node_stay(client: CsiClient, vid: str, stage: str, target: str, cap: csi_pb2.VolumeCapability,
+               publish_context: dict[str, str] | None = None) -> None:
+    """A pod's stay on a node: NodeStage, NodePublish, NodeUnpublish, NodeUnstage of one volume."""
+    client.node.NodeStageVolume(csi_pb2.NodeStageVolumeRequest(
+        volume_id=vid, staging_target_path=stage, volume_capability=cap, publish_context=publish_context),
+        timeout=60)
+    client.node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
+        volume_id=vid, staging_target_path=stage, target_path=target, volume_capability=cap), timeout=60)
+    client.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target), timeout=60)
+    client.node.NodeUnstageVolume(csi_pb2.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=stage),
+                                  timeout=60)
+
+
 def _block_local(work: Path, pool: Path, n: int, starts: int, rows: list[Row]) -> None:
     kubelet = work / "kubelet"
     ctl = elastivol_server(work, "block controller (local)",
@@ -198,14 +211,7 @@ def _block_local(work: Path, pool: Path, n: int, starts: int, rows: list[Row]) -
                 ctx = c.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
                     volume_id=vid, node_id=NODE, volume_capability=cap), timeout=60).publish_context
                 stage, target = str(kubelet / "stage" / vid), str(kubelet / "pods" / vid / "mount")
-                nd.node.NodeStageVolume(csi_pb2.NodeStageVolumeRequest(
-                    volume_id=vid, staging_target_path=stage, volume_capability=cap, publish_context=ctx), timeout=60)
-                nd.node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
-                    volume_id=vid, staging_target_path=stage, target_path=target, volume_capability=cap), timeout=60)
-                nd.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target),
-                                            timeout=60)
-                nd.node.NodeUnstageVolume(csi_pb2.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=stage),
-                                          timeout=60)
+                _node_stay(nd, vid, stage, target, cap, dict(ctx))
                 c.controller.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(
                     volume_id=vid, node_id=NODE), timeout=60)
                 c.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid), timeout=60)
@@ -307,14 +313,7 @@ def _hostpath(work: Path, n: int, starts: int, rows: list[Row]) -> str:
             with CsiClient(server.endpoint) as c:
                 vid = c.create_volume(f"fp-{i}-{uuid.uuid4().hex[:6]}", 1 << 30).volume_id
                 stage, target = str(work / "hp-stage" / f"p{i}"), str(work / "hp-pods" / f"p{i}")
-                c.node.NodeStageVolume(csi_pb2.NodeStageVolumeRequest(
-                    volume_id=vid, staging_target_path=stage, volume_capability=cap), timeout=60)
-                c.node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
-                    volume_id=vid, staging_target_path=stage, target_path=target, volume_capability=cap), timeout=60)
-                c.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target),
-                                           timeout=60)
-                c.node.NodeUnstageVolume(csi_pb2.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=stage),
-                                         timeout=60)
+                _node_stay(c, vid, stage, target, cap)
                 c.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid), timeout=60)
 
         measure(rows, Row("", "create, stage, publish (bind), unpublish, unstage, delete"), [server], starts, cycle, n)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -13,6 +16,7 @@ import pytest
 from elastivol.client import BLOCK, MOUNT, CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import loop, mount
+from elastivol.process import ServerProcess, serve_args
 
 
 def code_of(fn, *args, **kwargs) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
@@ -53,6 +57,13 @@ class Vol:
     @property
     def block(self) -> bool:
         return self.cap.HasField("block")
+
+    @contextmanager
+    def reconnected(self, endpoint: str) -> Iterator[CsiClient]:
+        """Go on through a new client of ``endpoint`` (a restarted server), closed on leaving the block."""
+        with CsiClient(endpoint) as client:
+            self.client = client
+            yield client
 
     def controller_publish(self, readonly: bool = False) -> None:
         resp = self.client.controller.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
@@ -133,6 +144,16 @@ def new_volume(
     staging = work / "kubelet" / "staging" / vol.volume_id
     target = work / "kubelet" / "pods" / name / ("dev" if kind == "block" else "mount")
     return Vol(client, vol, cap, staging, target, node_id, {})
+
+
+def served(work: Path, sock: str, log: str, *, pool: Path, **serve: Any) -> Iterator[ServerProcess]:
+    """The body of a server fixture: ``elastivol serve`` on ``pool`` (files under ``work`` allowed), at
+    WORK/SOCK.sock logging to WORK/logs/LOG.log, running until the fixture ends; ``serve``: more
+    :func:`serve_args`."""
+    server = ServerProcess(serve_args(pool=pool, allowed_roots=[work], **serve), f"unix://{work}/{sock}.sock",
+                           work / "logs" / f"{log}.log").start()
+    yield server
+    server.stop()
 
 
 def leaked(pool: Path) -> list[str]:

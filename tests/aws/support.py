@@ -323,6 +323,18 @@ class AwsServer:
         self.process.stop()
 
 
+def sub_work(aws_work: Path, prefix: str) -> Path:
+    """A new directory of one test module's own under the session's work dir."""
+    path = aws_work / f"{prefix}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    return path
+
+
+def imds_env(imds: FakeImds) -> dict[str, str]:
+    """What points a child server's boto3 at the fake instance metadata service (the suite turns it off)."""
+    return {"AWS_EC2_METADATA_DISABLED": "false", "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url}
+
+
 def start_server(
     work: Path,
     *,

@@ -21,7 +21,7 @@ from elastivol.csi import csi_pb2
 from elastivol.node import fs as hostfs
 from elastivol.node import mount as hostmount
 from elastivol.providers.aws.controller.ebs_model import client_token
-from tests.aws.support import ZONE_A, AwsServer, Disks, FakeImds, Moto, start_server
+from tests.aws.support import ZONE_A, AwsServer, Disks, FakeImds, Moto, imds_env, start_server, sub_work
 from tests.helpers import Vol, expect_error, new_volume
 
 GiB = 1 << 30
@@ -42,9 +42,7 @@ def node(raw_ec2: Any) -> str:
 
 @pytest.fixture(scope="module")
 def work(aws_work: Path) -> Path:
-    path = aws_work / f"block-{uuid.uuid4().hex[:6]}"
-    path.mkdir()
-    return path
+    return sub_work(aws_work, "block")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +60,7 @@ def cluster_id() -> str:
 @pytest.fixture(scope="module")
 def server(work: Path, disks: Disks, node: str, aws_env: dict[str, str], cluster_id: str) -> Iterator[AwsServer]:
     imds = FakeImds(instance_id=node, zone=ZONE_A, instance_type="m5.large").start()
-    env = {"ELASTIVOL_AWS_DEV_ROOT": str(disks.dev), "ELASTIVOL_AWS_SYS_ROOT": str(disks.sys),
-           "AWS_EC2_METADATA_DISABLED": "false", "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url}
+    env = {"ELASTIVOL_AWS_DEV_ROOT": str(disks.dev), "ELASTIVOL_AWS_SYS_ROOT": str(disks.sys), **imds_env(imds)}
     # --node-id says otherwise: IMDS is what a node trusts for its identity.
     srv = start_server(work, cluster=cluster_id, node_id="i-0ffffffffffffffff", faults=TRANSITIONS, env=env)
     yield srv

@@ -6,7 +6,6 @@ name, one mount per path, never INTERNAL."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from elastivol.csi import csi_pb2
 from elastivol.node import mount
 from tests.aws.support import ZONE_A, AwsServer, Disks
 from tests.aws.test_block_grpc import cluster_id, disks, node, server, work  # noqa: F401 (fixtures)
-from tests.reliability.deadline import Tally, deadline_then_retry, spread
+from tests.reliability.deadline import deadline_rounds
 
 GiB = 1 << 30
 ROUNDS = int(os.environ.get("ELASTIVOL_AWS_DEADLINE_ROUNDS", "12"))
@@ -93,22 +92,5 @@ def _round(srv: AwsServer, base: Path, fake: Disks, instance: str, raw_ec2: Any,
 @pytest.mark.slow
 def test_aws_block_deadline_then_retry(server: AwsServer, work: Path, disks: Disks, node: str,  # noqa: F811
                                        raw_ec2: Any) -> None:
-    durations: dict[str, float] = {}
-
-    def timed(rpc: str, method: Any, request: Any) -> Any:
-        start = time.perf_counter()
-        response = method(request, timeout=60)
-        durations[rpc] = min(durations.get(rpc, 1e9), time.perf_counter() - start)
-        return response
-
-    _round(server, work, disks, node, raw_ec2, -1, timed)
-    tally = Tally()
-    for i in range(ROUNDS):
-        def co(rpc: str, method: Any, request: Any, i: int = i) -> Any:
-            return deadline_then_retry(tally, rpc, method, request, spread(durations[rpc], i, ROUNDS))
-
-        _round(server, work, disks, node, raw_ec2, i, co)
-    print("\nusual durations (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in durations.items()))
-    print(tally.report())
-    expired = {rpc for rpc in tally.first if tally.expired(rpc)}
+    expired = deadline_rounds(lambda i, send: _round(server, work, disks, node, raw_ec2, i, send), ROUNDS)
     assert len(expired) >= 8, f"too few RPCs had a deadline expire mid-call: {sorted(expired)}"

@@ -18,7 +18,7 @@ import pytest
 
 from elastivol.client import volume_capability
 from elastivol.csi import csi_pb2
-from tests.aws.support import ZONE_A, AwsServer, FakeImds, Moto, start_server
+from tests.aws.support import ZONE_A, AwsServer, FakeImds, Moto, imds_env, start_server, sub_work
 from tests.helpers import expect_error
 
 SEED_003 = {"provisioningMode": "efs-ap", "directoryPerms": "700", "gidRangeStart": "1000", "gidRangeEnd": "2000",
@@ -32,9 +32,7 @@ RWX = volume_capability(mode="MULTI_NODE_MULTI_WRITER")
 
 @pytest.fixture(scope="module")
 def work(aws_work: Path) -> Path:
-    path = aws_work / f"file-{uuid.uuid4().hex[:6]}"
-    path.mkdir()
-    return path
+    return sub_work(aws_work, "file")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +43,7 @@ def fs_id(raw_efs: Any) -> str:
 @pytest.fixture(scope="module")
 def server(work: Path, aws_env: dict[str, str]) -> Iterator[AwsServer]:
     imds = FakeImds(instance_id="i-0aaaaaaaaaaaaaaaa", zone=ZONE_A).start()
-    env = {"ELASTIVOL_EFS_FAKE_ROOT": str(work / "efs"), "AWS_EC2_METADATA_DISABLED": "false",
-           "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url}
+    env = {"ELASTIVOL_EFS_FAKE_ROOT": str(work / "efs"), **imds_env(imds)}
     srv = start_server(work, cluster=f"file-{uuid.uuid4().hex[:8]}", driver="file", env=env,
                        faults={"latency_ms": 5, "consistency_lag": 1})
     yield srv

@@ -24,7 +24,7 @@ from elastivol.client import CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.params import block as block_params
 from elastivol.params import file as file_params
-from tests.aws.support import ZONE_A, Disks, FakeImds, Moto, start_server
+from tests.aws.support import ZONE_A, Disks, FakeImds, Moto, imds_env, start_server
 from tests.reliability import fuzzing
 
 GiB = 1 << 30
@@ -80,8 +80,7 @@ def aws_block_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_e
                                      Placement={"AvailabilityZone": ZONE_A})["Instances"][0]["InstanceId"])
     disks = Disks(work / "fake")
     imds = FakeImds(instance_id=node, zone=ZONE_A).start()
-    env = {"ELASTIVOL_AWS_DEV_ROOT": str(disks.dev), "ELASTIVOL_AWS_SYS_ROOT": str(disks.sys),
-           "AWS_EC2_METADATA_DISABLED": "false", "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url}
+    env = {"ELASTIVOL_AWS_DEV_ROOT": str(disks.dev), "ELASTIVOL_AWS_SYS_ROOT": str(disks.sys), **imds_env(imds)}
     # The server's allowed root is ``root`` (its socket and log live there too); ``work`` holds
     # the victim outside it.
     server = start_server(root, cluster=f"fuzz-{uuid.uuid4().hex[:8]}", faults=TRANSITIONS, env=env,
@@ -123,8 +122,7 @@ def aws_file_target(fuzz_work: Path, aws_env: dict[str, str], moto: Moto, raw_ec
     (work / "efs").mkdir(exist_ok=True)  # where the recording mounter's fake EFS lives
     fs_id = str(raw_efs.create_file_system(CreationToken=uuid.uuid4().hex)["FileSystemId"])
     imds = FakeImds(instance_id="i-0aaaaaaaaaaaaaaaa", zone=ZONE_A).start()
-    env = {"ELASTIVOL_EFS_FAKE_ROOT": str(work / "efs"), "AWS_EC2_METADATA_DISABLED": "false",
-           "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url}
+    env = {"ELASTIVOL_EFS_FAKE_ROOT": str(work / "efs"), **imds_env(imds)}
     server = start_server(root, cluster=f"fuzz-{uuid.uuid4().hex[:8]}", driver="file", env=env,
                           faults={"latency_ms": 2, "consistency_lag": 1}, name="fuzz-file")
     cap = volume_capability(mode="MULTI_NODE_MULTI_WRITER")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -139,11 +140,7 @@ def default_values() -> dict[str, Any]:
 
 
 def load_install_helper() -> Any:
-    spec = importlib.util.spec_from_file_location("elastivol_install_helm", DEPLOY / "tools" / "install_helm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("elastivol_install_helm", DEPLOY / "tools" / "install_helm.py")
 
 
 def ensure_helm() -> Path:

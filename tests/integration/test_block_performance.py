@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -28,6 +29,17 @@ pytestmark = [
 ]
 
 
+@contextmanager
+def _published(env: Env, case: Case) -> Iterator[tuple[Published, tuple[int, int]]]:
+    """``case``'s volume published to a pod, and its device number; unpublished and deleted on leaving."""
+    pub = Published(env, case)
+    try:
+        assert HIERARCHY is not None
+        yield pub, iothrottle.device_number(str(pub.target))
+    finally:
+        pub.close()
+
+
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
     # Sparse images: a 1 TiB st1 volume costs nothing, so let the pool promise far more than it holds.
@@ -39,14 +51,9 @@ def env() -> Iterator[Env]:
                          ids=lambda c: c.label)
 def test_fio_in_the_pod_measures_its_type(env: Env, case: Case) -> None:
     limits, _ = limits_for(case.params, case.size_gib)
-    pub = Published(env, case)
-    try:
-        assert HIERARCHY is not None
-        dev = iothrottle.device_number(str(pub.target))
+    with _published(env, case) as (pub, dev):
         assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == limits
         iops, mibs = pub.measure(1)
-    finally:
-        pub.close()
     want_iops, _ = expected(limits, 4096)
     _, want_mibs = expected(limits, MiB)
     assert iops == pytest.approx(want_iops, rel=0.10)
@@ -54,20 +61,12 @@ def test_fio_in_the_pod_measures_its_type(env: Env, case: Case) -> None:
 
 
 def test_enforce_performance_false_leaves_the_volume_unthrottled(env: Env) -> None:
-    pub = Published(env, Case("gp3 unthrottled", {"type": "gp3", "enforcePerformance": "false"}, 4))
-    try:
-        assert HIERARCHY is not None
-        dev = iothrottle.device_number(str(pub.target))
+    with _published(env, Case("gp3 unthrottled", {"type": "gp3", "enforcePerformance": "false"}, 4)) as (_, dev):
         assert iothrottle.cgroups_limiting(HIERARCHY, dev) == []
-    finally:
-        pub.close()
 
 
 def test_limits_follow_a_gp2_volume_that_grows(env: Env) -> None:
-    pub = Published(env, Case("gp2 growing", {"type": "gp2"}, 20))
-    try:
-        assert HIERARCHY is not None
-        dev = iothrottle.device_number(str(pub.target))
+    with _published(env, Case("gp2 growing", {"type": "gp2"}, 20)) as (pub, dev):
         assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == iothrottle.IoLimits(100, 25 * MiB)
         env.client.controller.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
             volume_id=pub.volume_id, capacity_range=csi_pb2.CapacityRange(required_bytes=400 * GiB),
@@ -77,8 +76,6 @@ def test_limits_follow_a_gp2_volume_that_grows(env: Env) -> None:
             capacity_range=csi_pb2.CapacityRange(required_bytes=400 * GiB), volume_capability=pub.cap), timeout=60)
         # 400 GiB of gp2: 1200 IOPS, and 250 MiB/s from 334 GiB.
         assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == iothrottle.IoLimits(1200, 250 * MiB)
-    finally:
-        pub.close()
 
 
 
@@ -86,10 +83,7 @@ def test_limits_follow_a_gp2_volume_that_grows(env: Env) -> None:
 def test_a_change_recorded_in_the_pool_reaches_the_running_pod(env: Env) -> None:
     # What a ControllerModifyVolume on the local provider will record; the node plugin converges to it
     # on its own (every few seconds) without a call to the node and without detaching anything.
-    pub = Published(env, Case("gp3 to io2", {"type": "gp3"}, 4))
-    try:
-        assert HIERARCHY is not None
-        dev = iothrottle.device_number(str(pub.target))
+    with _published(env, Case("gp3 to io2", {"type": "gp3"}, 4)) as (pub, dev):
         assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == iothrottle.IoLimits(3000, 125 * MiB)
         pool = Pool(env.pool)
         rec = pool.volumes.get(pub.volume_id)
@@ -100,5 +94,3 @@ def test_a_change_recorded_in_the_pool_reaches_the_running_pod(env: Env) -> None
         while iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) != want and time.monotonic() < deadline:
             time.sleep(0.2)
         assert iothrottle.read_limits(HIERARCHY, pub.cgroup, dev) == want
-    finally:
-        pub.close()

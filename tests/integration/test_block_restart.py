@@ -35,8 +35,7 @@ def test_sigkill_mid_lifecycle_then_finish(restartable: tuple[ServerProcess, Pat
         checksum = vol.write()
     server.kill()
     server.start()
-    with CsiClient(server.endpoint) as client:
-        vol.client = client
+    with vol.reconnected(server.endpoint) as client:
         # The CO retries the steps it is unsure of; every one must succeed against the new process.
         vol.controller_publish()
         vol.stage()

@@ -5,35 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.lab.conftest import lab
+from tests.lab.manifests import claim, device_pod, docs, wffc_class
 
-CLAIM = """\
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: raw}
-provisioner: block.csi.elastivol.io
-volumeBindingMode: WaitForFirstConsumer
-parameters: {type: gp3}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: raw-claim}
-spec: {accessModes: [ReadWriteOnce], volumeMode: Block, storageClassName: raw, resources: {requests: {storage: 1Gi}}}
-"""
-POD = """\
-apiVersion: v1
-kind: Pod
-metadata: {name: %(name)s}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: c, image: busybox, command: ["/bin/sh", "-c", "sleep 600"], volumeDevices: [{name: v, devicePath: "%(dev)s"}]}
-  volumes: [{name: v, persistentVolumeClaim: {claimName: raw-claim}}]
-"""
+CLAIM = docs(wffc_class("raw"), claim("raw-claim", "raw", "volumeMode: Block"))
 
 
 def test_a_block_volume_is_a_device_in_the_pod_and_keeps_its_bytes(lab_dir: Path) -> None:
     dev = f"/dev/evraw{lab_dir.name[-6:].replace('_', '')}"
-    lab(lab_dir, "apply", "-f", "-", input=CLAIM + "---\n" + POD % {"name": "writer", "dev": dev}, check=True)
+    lab(lab_dir, "apply", "-f", "-", input=docs(CLAIM, device_pod("writer", "raw-claim", dev)), check=True)
     lab(lab_dir, "wait", "pod/writer", "--for=jsonpath={.status.phase}=Running", "--timeout", "60", check=True)
     out = lab(lab_dir, "exec", "writer", "--", "sh", "-c",
               f"test -b {dev} && blockdev --getsize64 {dev} && printf elastivol | dd of={dev} conv=fsync 2>/dev/null",
@@ -42,7 +21,7 @@ def test_a_block_volume_is_a_device_in_the_pod_and_keeps_its_bytes(lab_dir: Path
     assert lab(lab_dir, "get", "pv", "-o", "jsonpath={.items[0].spec.volumeMode}").stdout == "Block"
     lab(lab_dir, "delete", "pod", "writer", check=True)
     assert not Path(dev).exists(), "the placeholder the lab made for the device goes with the pod"
-    lab(lab_dir, "apply", "-f", "-", input=POD % {"name": "reader", "dev": dev}, check=True)
+    lab(lab_dir, "apply", "-f", "-", input=device_pod("reader", "raw-claim", dev), check=True)
     lab(lab_dir, "wait", "pod/reader", "--for=jsonpath={.status.phase}=Running", "--timeout", "60", check=True)
     read = lab(lab_dir, "exec", "reader", "--", "dd", f"if={dev}", "bs=9", "count=1", check=True).stdout
     assert read == "elastivol"

@@ -6,43 +6,30 @@ import time
 from pathlib import Path
 
 from tests.lab.conftest import lab
+from tests.lab.manifests import claim, docs, mount_pod, wffc_class
 
-SOURCE = """\
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: snapsrc}
-provisioner: block.csi.elastivol.io
-volumeBindingMode: WaitForFirstConsumer
-parameters: {type: gp3, csi.storage.k8s.io/fstype: xfs}
----
+VSC = """\
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotClass
 metadata: {name: vsc}
 driver: block.csi.elastivol.io
 deletionPolicy: Retain
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: src}
-spec: {accessModes: [ReadWriteOnce], storageClassName: snapsrc, resources: {requests: {storage: 1Gi}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: src}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: c, image: busybox, command: ["/bin/sh", "-c", "echo kept > /d/mark; sync; sleep 600"],
-     volumeMounts: [{name: v, mountPath: "%(mnt)s"}]}
-  volumes: [{name: v, persistentVolumeClaim: {claimName: src}}]
 """
+
+
+def _source(mnt: str) -> str:
+    """An xfs class, a Retain snapshot class, and a claim whose pod writes ``kept`` to MNT/mark."""
+    return docs(wffc_class("snapsrc", "{type: gp3, csi.storage.k8s.io/fstype: xfs}"), VSC, claim("src", "snapsrc"),
+                mount_pod("src", "src", mnt, f"echo kept > {mnt}/mark; sync; sleep 600"))
+
+
 SNAPSHOT = """\
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshot
 metadata: {name: dynamic}
 spec: {volumeSnapshotClassName: vsc, source: {persistentVolumeClaimName: src}}
 """
-STATIC = """\
+IMPORTED = """\
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotContent
 metadata: {name: imported}
@@ -56,25 +43,14 @@ apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshot
 metadata: {name: imported}
 spec: {source: {volumeSnapshotContentName: imported}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: restored}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: snapsrc
-  resources: {requests: {storage: 1Gi}}
-  dataSource: {name: imported, kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reader}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: c, image: busybox, command: ["/bin/sh", "-c", "sleep 600"], volumeMounts: [{name: v, mountPath: "%(mnt)s"}]}
-  volumes: [{name: v, persistentVolumeClaim: {claimName: restored}}]
 """
+
+
+def _static(handle: str, mnt: str) -> str:
+    """The snapshot ``handle`` imported as content and snapshot ``imported``, restored, and read by a pod."""
+    restored = claim("restored", "snapsrc",
+                     "dataSource: {name: imported, kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io}")
+    return docs(IMPORTED % {"handle": handle}, restored, mount_pod("reader", "restored", mnt))
 
 
 def _get(directory: Path, *args: str, want: str = "", timeout: float = 60) -> str:
@@ -90,7 +66,7 @@ def _get(directory: Path, *args: str, want: str = "", timeout: float = 60) -> st
 
 def test_preprovisioned_content_binds_and_restores(lab_dir: Path) -> None:
     mnt = str(lab_dir / "mnt-d")
-    lab(lab_dir, "apply", "-f", "-", input=(SOURCE % {"mnt": mnt}).replace("/d/mark", f"{mnt}/mark"), check=True)
+    lab(lab_dir, "apply", "-f", "-", input=_source(mnt), check=True)
     deadline = time.monotonic() + 60
     while lab(lab_dir, "exec", "src", "--", "cat", f"{mnt}/mark").stdout.strip() != "kept":
         assert time.monotonic() < deadline, "the source pod never wrote its file"
@@ -103,7 +79,7 @@ def test_preprovisioned_content_binds_and_restores(lab_dir: Path) -> None:
     # Forget the dynamic snapshot's objects (Retain keeps the snapshot itself), then import it by handle.
     lab(lab_dir, "delete", "volumesnapshot", "dynamic", check=True)
     lab(lab_dir, "delete", "volumesnapshotcontent", content, check=True)
-    lab(lab_dir, "apply", "-f", "-", input=STATIC % {"handle": handle, "mnt": mnt}, check=True)
+    lab(lab_dir, "apply", "-f", "-", input=_static(handle, mnt), check=True)
     _get(lab_dir, "volumesnapshot", "imported", "-o", "jsonpath={.status.readyToUse}", want="true")
     assert _get(lab_dir, "volumesnapshot", "imported", "-o", "jsonpath={.status.boundVolumeSnapshotContentName}") \
         == "imported"

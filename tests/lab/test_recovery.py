@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tests.lab.conftest import ROOT, lab
+from tests.lab.manifests import claim, docs, mount_pod, wffc_class
 
 
 def _wait(directory: Path, *args: str, timeout: float = 60) -> str:
@@ -54,44 +55,11 @@ def _plugin_pids(directory: Path) -> list[int]:
     return [int(p["pid"]) for p in status["processes"].values()]
 
 
-SHARED_PATH_PODS = """\
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: mp}
-provisioner: block.csi.elastivol.io
-volumeBindingMode: WaitForFirstConsumer
-parameters: {type: gp3}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: mp-one}
-spec: {accessModes: [ReadWriteOnce], storageClassName: mp, resources: {requests: {storage: 1Gi}}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: mp-two}
-spec: {accessModes: [ReadWriteOnce], storageClassName: mp, resources: {requests: {storage: 1Gi}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: mp-one}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: c, image: busybox, command: ["/bin/sh", "-c", "echo one > %(path)s/who; sleep 600"],
-     volumeMounts: [{name: v, mountPath: "%(path)s"}]}
-  volumes: [{name: v, persistentVolumeClaim: {claimName: mp-one}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: mp-two}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: c, image: busybox, command: ["/bin/sh", "-c", "echo two > %(path)s/who; sleep 600"],
-     volumeMounts: [{name: v, mountPath: "%(path)s"}]}
-  volumes: [{name: v, persistentVolumeClaim: {claimName: mp-two}}]
-"""
+def _shared_path_pods(path: Path) -> str:
+    """Two claims, and a pod for each that mounts it at ``path`` and writes its own name there."""
+    pods = [mount_pod(f"mp-{who}", f"mp-{who}", str(path), f"echo {who} > {path}/who; sleep 600")
+            for who in ("one", "two")]
+    return docs(wffc_class("mp"), claim("mp-one", "mp"), claim("mp-two", "mp"), *pods)
 
 
 def test_deleting_one_pod_keeps_another_pods_volume_at_the_same_mount_path(lab_dir: Path) -> None:
@@ -99,7 +67,7 @@ def test_deleting_one_pod_keeps_another_pods_volume_at_the_same_mount_path(lab_d
     # teardown removed that directory, the kernel would detach the second pod's bind too, and it
     # would go on writing into the host's directory instead of its volume.
     path = Path("/var/tmp") / f"evmp-{lab_dir.name}" / "data"
-    lab(lab_dir, "apply", "-f", "-", input=SHARED_PATH_PODS % {"path": path}, check=True)
+    lab(lab_dir, "apply", "-f", "-", input=_shared_path_pods(path), check=True)
     for pod in ("mp-one", "mp-two"):
         lab(lab_dir, "wait", f"pod/{pod}", "--for=jsonpath={.status.phase}=Running", "--timeout", "60", check=True)
     assert path.is_dir()

@@ -268,6 +268,15 @@ def made(lab: Lab) -> Iterator[Made]:
     m.cleanup()
 
 
+def pod_on_new_volume(lab: Lab, made: Made, tag: str) -> tuple[Obj, str]:
+    """Make class ``TAG-gp3``, claim ``TAG-claim`` and pod ``TAG-pod`` (mounting it at the lab's ``TAG``
+    dir); once the pod runs, that pod and the name of the PV bound to the claim."""
+    made.apply(storage_class(f"{tag}-gp3"), claim(f"{tag}-claim", f"{tag}-gp3"),
+               pod(f"{tag}-pod", f"{tag}-claim", lab.mount_dir(tag)))
+    running = wait_phase(lab, "pod", f"{tag}-pod", "Running")
+    return running, lab.require("pvc", f"{tag}-claim")["spec"]["volumeName"]
+
+
 # -- 1. WaitForFirstConsumer -------------------------------------------------------------------------------
 def test_wait_for_first_consumer_binds_in_the_zone_of_the_pods_node(lab: Lab, made: Made) -> None:
     made.apply(storage_class("t01-wffc", binding="WaitForFirstConsumer"), claim("t01-claim", "t01-wffc"))
@@ -480,9 +489,7 @@ def test_reclaim_delete_removes_the_volume_and_retain_keeps_it(lab: Lab, made: M
 
 # -- 8. Claim protection ---------------------------------------------------------------------------------------------
 def test_claim_in_use_stays_terminating_until_its_pod_is_gone(lab: Lab, made: Made) -> None:
-    made.apply(storage_class("t08-gp3"), claim("t08-claim", "t08-gp3"), pod("t08-pod", "t08-claim", lab.mount_dir("t08")))
-    wait_phase(lab, "pod", "t08-pod", "Running")
-    pv_name = lab.require("pvc", "t08-claim")["spec"]["volumeName"]
+    _, pv_name = pod_on_new_volume(lab, made, "t08")
     lab.delete("pvc", "t08-claim", wait=False)
     time.sleep(2)
     pvc = lab.require("pvc", "t08-claim")
@@ -499,10 +506,8 @@ def test_claim_in_use_stays_terminating_until_its_pod_is_gone(lab: Lab, made: Ma
 
 # -- 9. Deleting the PV of a running pod -----------------------------------------------------------------------------
 def test_attached_pv_stays_terminating_and_says_why(lab: Lab, made: Made) -> None:
-    made.apply(storage_class("t09-gp3"), claim("t09-claim", "t09-gp3"), pod("t09-pod", "t09-claim", lab.mount_dir("t09")))
-    running = wait_phase(lab, "pod", "t09-pod", "Running")
+    running, pv_name = pod_on_new_volume(lab, made, "t09")
     node = running["spec"]["nodeName"]
-    pv_name = lab.require("pvc", "t09-claim")["spec"]["volumeName"]
     handle = lab.require("pv", pv_name)["spec"]["csi"]["volumeHandle"]
     assert ATTACHER_FINALIZER in lab.require("pv", pv_name)["metadata"]["finalizers"]
 
@@ -529,10 +534,8 @@ def test_attached_pv_stays_terminating_and_says_why(lab: Lab, made: Made) -> Non
 
 # -- 10. Pod lifecycle: attach, mount, unmount, detach ---------------------------------------------------------------
 def test_volume_attachment_follows_the_pod(lab: Lab, made: Made) -> None:
-    made.apply(storage_class("t10-gp3"), claim("t10-claim", "t10-gp3"), pod("t10-pod", "t10-claim", lab.mount_dir("t10")))
-    running = wait_phase(lab, "pod", "t10-pod", "Running")
+    running, pv_name = pod_on_new_volume(lab, made, "t10")
     node = running["spec"]["nodeName"]
-    pv_name = lab.require("pvc", "t10-claim")["spec"]["volumeName"]
     handle = lab.require("pv", pv_name)["spec"]["csi"]["volumeHandle"]
     image = str(image_path(lab, handle))
     kubelet = str(lab.root / "kubelet") + "/"

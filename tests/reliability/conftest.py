@@ -62,14 +62,20 @@ def make_pool(size: int, prefix: str) -> Path:
     return work / "pool"
 
 
-@pytest.fixture(scope="module")
-def rel_pool() -> Iterator[Path]:
-    """A 12 GiB (sparse) xfs reflink pool of this module's own."""
-    pool = make_pool(12 << 30, "elastivol-rel-")
+def pool_while_used(size: int, prefix: str) -> Iterator[Path]:
+    """The body of a pool fixture: a new pool, then, once done with, its mounts and loops gone, logs
+    kept, its work dir removed."""
+    pool = make_pool(size, prefix)
     yield pool
     cleanup_work(pool.parent)
     keep_logs(pool.parent)
     shutil.rmtree(pool.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rel_pool() -> Iterator[Path]:
+    """A 12 GiB (sparse) xfs reflink pool of this module's own."""
+    yield from pool_while_used(12 << 30, "elastivol-rel-")
 
 
 ServerFactory = Callable[..., ServerProcess]

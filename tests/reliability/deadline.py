@@ -90,3 +90,32 @@ def spread(duration: float, round_no: int, rounds: int) -> float:
     """A deadline from 5 % to 150 % of the call's usual duration, spread evenly over the rounds."""
     fraction = 0.05 + 1.45 * (round_no % rounds) / max(rounds - 1, 1)
     return max(duration * fraction, 0.0005)
+
+
+Send = Callable[[str, Callable[..., Any], Any], Any]
+
+
+def deadline_rounds(one_round: Callable[[int, Send], None], rounds: int, warmups: int = 1) -> set[str]:
+    """Drive ``one_round(i, send)`` (a lifecycle that makes each RPC through ``send(rpc, method,
+    request)``): ``warmups`` plain rounds (i = -1, -2, ...) to learn each RPC's usual duration,
+    then ``rounds`` rounds where every call gets a deadline spread over it and is retried as a CO
+    does. Prints what happened; returns the RPCs whose deadline expired mid-call at least once."""
+    durations: dict[str, float] = {}
+
+    def timed(rpc: str, method: Callable[..., Any], request: Any) -> Any:
+        start = time.perf_counter()
+        response = method(request, timeout=60)
+        durations[rpc] = min(durations.get(rpc, 1e9), time.perf_counter() - start)
+        return response
+
+    for warm in range(warmups):
+        one_round(-1 - warm, timed)
+    tally = Tally()
+    for i in range(rounds):
+        def co(rpc: str, method: Callable[..., Any], request: Any, i: int = i) -> Any:
+            return deadline_then_retry(tally, rpc, method, request, spread(durations[rpc], i, rounds))
+
+        one_round(i, co)
+    print("\nusual durations (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in durations.items()))
+    print(tally.report())
+    return {rpc for rpc in tally.first if tally.expired(rpc)}

@@ -7,7 +7,6 @@ call is RESOURCE_EXHAUSTED, and that the pool never promised more than it had.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from elastivol.providers.local.pool import Pool
-from tests.reliability.conftest import NODE, ServerFactory, cleanup_work, make_pool
+from tests.reliability.conftest import NODE, ServerFactory, pool_while_used
 from tests.reliability.invariants import all_clean
 
 GiB = 1 << 30
@@ -29,10 +28,7 @@ CALLS = 16
 @pytest.fixture(scope="module")
 def rel_pool() -> Iterator[Path]:
     """A 12 GiB (sparse) pool of this module's own: volumes are whole GiB, so its edge is a few volumes away."""
-    pool = make_pool(12 * GiB, "elastivol-admit-")
-    yield pool
-    cleanup_work(pool.parent)
-    shutil.rmtree(pool.parent, ignore_errors=True)
+    yield from pool_while_used(12 * GiB, "elastivol-admit-")
 
 
 def _together(calls: list[Callable[[], object]]) -> list[grpc.StatusCode]:

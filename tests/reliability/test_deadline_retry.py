@@ -22,7 +22,7 @@ from elastivol.node import loop, mount
 from elastivol.process import ServerProcess
 from tests.helpers import leaked
 from tests.reliability.conftest import NODE, ServerFactory
-from tests.reliability.deadline import Tally, deadline_then_retry, spread
+from tests.reliability.deadline import deadline_rounds
 
 GiB = 1 << 30
 ROUNDS = int(os.environ.get("ELASTIVOL_DEADLINE_ROUNDS", "100"))
@@ -143,30 +143,12 @@ def _walk(c: CsiClient, r: BlockRound, pool: Path, call: object, check: bool) ->
 @pytest.mark.slow
 def test_block_deadline_then_retry(server: ServerProcess, rel_pool: Path) -> None:
     work = rel_pool.parent
-    durations: dict[str, float] = {}
     with CsiClient(server.endpoint) as c:
-        # Calibrate: each RPC's usual duration, from two plain lifecycles.
-        for warm in range(2):
-            def timed(rpc: str, method, request):  # type: ignore[no-untyped-def]
-                import time
-
-                start = time.perf_counter()
-                response = method(request, timeout=60)
-                durations[rpc] = min(durations.get(rpc, 1e9), time.perf_counter() - start)
-                return response
-
-            _walk(c, BlockRound(c, work, -1 - warm), rel_pool, timed, check=True)
-        tally = Tally()
-        for i in range(ROUNDS):
-            def co(rpc: str, method, request, i: int = i):  # type: ignore[no-untyped-def]
-                return deadline_then_retry(tally, rpc, method, request, spread(durations[rpc], i, ROUNDS))
-
-            _walk(c, BlockRound(c, work, i), rel_pool, co, check=True)
-    print("\nusual durations (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in durations.items()))
-    print(tally.report())
+        # Calibrate each RPC's usual duration from two plain lifecycles, then cut calls short.
+        expired = deadline_rounds(lambda i, send: _walk(c, BlockRound(c, work, i), rel_pool, send, check=True),
+                                  ROUNDS, warmups=2)
     assert leaked(rel_pool) == []
     # The deadlines really cut calls short: most RPCs saw expired first attempts.
-    expired = {rpc for rpc in tally.first if tally.expired(rpc)}
     assert len(expired) >= 8, f"too few RPCs had a deadline expire mid-call: {sorted(expired)}"
 
 

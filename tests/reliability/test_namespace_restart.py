@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -27,7 +29,15 @@ from elastivol.node import loop, mount
 from elastivol.providers.local.pool import Pool
 from tests.helpers import Vol, expect_error, new_volume
 from tests.reliability.conftest import NODE, PodFactory
-from tests.reliability.pods import in_new_namespace, pod_clean, shared_images
+from tests.reliability.pods import PodServer, in_new_namespace, pod_clean, shared_images
+
+
+@contextmanager
+def _pod_with_volume(pods: PodFactory, pool: Path, name: str, kind: str) -> Iterator[tuple[PodServer, Vol]]:
+    """A new pod ``name`` serving, and a new volume of ``kind`` (also named ``name``) for this node on it."""
+    server = pods(name).start()
+    with CsiClient(server.endpoint) as client:
+        yield server, new_volume(client, pool.parent, name, kind=kind, node_id=NODE)
 
 
 def _image(pool: Path, vol: Vol) -> Path:
@@ -35,10 +45,7 @@ def _image(pool: Path, vol: Vol) -> Path:
 
 
 def test_unstage_restage_delete_after_restart_in_new_namespace(pods: PodFactory, rel_pool: Path) -> None:
-    work = rel_pool.parent
-    server = pods("ns-restart").start()
-    with CsiClient(server.endpoint) as client:
-        vol = new_volume(client, work, "ns-restart", kind="xfs", node_id=NODE)
+    with _pod_with_volume(pods, rel_pool, "ns-restart", "xfs") as (server, vol):
         vol.up()
         checksum = vol.write(1 << 20)
     image = _image(rel_pool, vol)
@@ -51,8 +58,7 @@ def test_unstage_restage_delete_after_restart_in_new_namespace(pods: PodFactory,
     server.start()  # a new pod: new namespace, pool at another path
     # Start-up recovery left the staged device alone: its volume is attached to this node.
     assert [d.path for d in loop.find(image)] == [first.path]
-    with CsiClient(server.endpoint) as client:
-        vol.client = client
+    with vol.reconnected(server.endpoint):
         vol.unpublish()
         vol.unstage()
         assert loop.find(image) == [], "NodeUnstageVolume left the old pod's loop device attached"
@@ -64,8 +70,7 @@ def test_unstage_restage_delete_after_restart_in_new_namespace(pods: PodFactory,
 
     server.kill()
     server.start()
-    with CsiClient(server.endpoint) as client:
-        vol.client = client
+    with vol.reconnected(server.endpoint):
         vol.down()
         vol.delete()
     assert not image.exists()
@@ -74,18 +79,14 @@ def test_unstage_restage_delete_after_restart_in_new_namespace(pods: PodFactory,
 
 
 def test_delete_refuses_while_a_dead_pods_device_is_mounted(pods: PodFactory, rel_pool: Path) -> None:
-    work = rel_pool.parent
-    server = pods("ns-delete").start()
-    with CsiClient(server.endpoint) as client:
-        vol = new_volume(client, work, "ns-delete", kind="ext4", node_id=NODE)
+    with _pod_with_volume(pods, rel_pool, "ns-delete", "ext4") as (server, vol):
         vol.controller_publish()
         vol.stage()
     image = _image(rel_pool, vol)
     [dev] = loop.find(image)
     server.kill()
     server.start()
-    with CsiClient(server.endpoint) as client:
-        vol.client = client
+    with vol.reconnected(server.endpoint):
         # A CO that lost track of the staging: detached in its books, never unstaged.
         vol.controller_unpublish()
         details = expect_error(grpc.StatusCode.FAILED_PRECONDITION, vol.delete, match=dev.path)
@@ -129,8 +130,7 @@ def test_plugin_killed_in_the_middle_of_node_stage(pods: PodFactory, rel_pool: P
 
     server.env = {}
     server.start()
-    with CsiClient(server.endpoint) as client:
-        vol.client = client
+    with vol.reconnected(server.endpoint):
         vol.stage()
         assert len(loop.find(image)) == 1, shared_images(rel_pool)
         vol.publish()
@@ -191,15 +191,13 @@ def test_doctor_and_recovery_find_devices_a_dead_namespace_attached(pods: PodFac
 
 def test_delete_snapshot_detaches_an_unused_device_a_dead_namespace_left(pods: PodFactory, rel_pool: Path) -> None:
     work = rel_pool.parent
-    server = pods("ns-snapshot").start()
-    with CsiClient(server.endpoint) as client:
-        vol = new_volume(client, work, "ns-snapshot", kind="ext4", node_id=NODE)
-        snap = client.controller.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+    with _pod_with_volume(pods, rel_pool, "ns-snapshot", "ext4") as (_, vol):
+        snap = vol.client.controller.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
             name="ns-snapshot-snap", source_volume_id=vol.id), timeout=120).snapshot
         image = Pool(rel_pool).snapshot_path(snap.snapshot_id)
         device = _attach_in_a_dead_namespace(rel_pool, work / "ns", image)
         assert [d.path for d in loop.find(image)] == [device]
-        client.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=60)
+        vol.client.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=60)
         assert not image.exists()
         vol.delete()
     assert Pool(rel_pool).loop_devices() == []
@@ -209,9 +207,7 @@ def test_delete_snapshot_detaches_an_unused_device_a_dead_namespace_left(pods: P
 def test_doctor_detaches_the_second_device_of_an_image(pods: PodFactory, rel_pool: Path) -> None:
     """The issue's step 3 (a restarted plugin attached a second device), repaired by doctor --fix."""
     work = rel_pool.parent
-    server = pods("ns-twice").start()
-    with CsiClient(server.endpoint) as client:
-        vol = new_volume(client, work, "ns-twice", kind="ext4", node_id=NODE)
+    with _pod_with_volume(pods, rel_pool, "ns-twice", "ext4") as (server, vol):
         vol.controller_publish()
     server.stop()
     image = _image(rel_pool, vol)
@@ -226,8 +222,7 @@ def test_doctor_detaches_the_second_device_of_an_image(pods: PodFactory, rel_poo
     subprocess.run([*doctor, "--fix"], capture_output=True, text=True, timeout=120)
     assert [d.path for d in loop.find(image)] == [first]
     server.start()
-    with CsiClient(server.endpoint) as client:
-        vol.client = client
+    with vol.reconnected(server.endpoint):
         vol.unstage()  # what the CO does for a volume it is unsure of: the device goes too
         assert loop.find(image) == []
         vol.controller_unpublish()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from tests.helpers import expect_error
-from tests.reliability.conftest import ServerFactory, cleanup_work, make_pool
+from tests.reliability.conftest import ServerFactory, pool_while_used
 from tests.reliability.invariants import all_clean
 
 GiB = 1 << 30
@@ -21,10 +20,7 @@ GiB = 1 << 30
 @pytest.fixture(scope="module")
 def rel_pool() -> Iterator[Path]:
     """A 4 GiB pool, so filling it is quick."""
-    pool = make_pool(4 * GiB, "elastivol-full-")
-    yield pool
-    cleanup_work(pool.parent)
-    shutil.rmtree(pool.parent, ignore_errors=True)
+    yield from pool_while_used(4 * GiB, "elastivol-full-")
 
 
 def test_out_of_space_mid_create(rel_pool: Path, server_factory: ServerFactory) -> None:

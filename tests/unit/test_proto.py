@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from elastivol.csi import CSI_SPEC_VERSION, csi_pb2, csi_pb2_grpc, secrets
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 STUB_DIR = ROOT / "src" / "elastivol" / "csi"
@@ -27,11 +27,7 @@ CONTRACT_SHA256 = "1c2906dec23c6f360d8bf46c2e68d9e5b91a072fa9235c9f92343ce07d428
 
 
 def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_proto", ROOT / "scripts" / "gen_proto.py")
 
 
 def _msg(name: str) -> Descriptor:

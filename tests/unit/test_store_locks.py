@@ -60,26 +60,20 @@ def test_ids_have_exact_formats() -> None:
         assert not check(made + "0") and not check(made.upper()) and not check("../" + made)
 
 
-def test_inflight_aborts_the_second_caller(tmp_path: Path) -> None:
-    inflight = InFlight(tmp_path / "locks")
-    with inflight.hold("vol-1"):
-        with pytest.raises(Aborted, match="already in progress"):
-            with inflight.hold("vol-1"):
+@pytest.mark.parametrize(("other_process", "refusal"), [
+    (False, "already in progress"),  # the same registry: the in-process claim refuses
+    (True, "another elastivol process"),  # a separate registry on the same pool: the file lock refuses
+], ids=["same-process", "other-process"])
+def test_inflight_aborts_the_second_caller(tmp_path: Path, other_process: bool, refusal: str) -> None:
+    first = InFlight(tmp_path / "locks")
+    second = InFlight(tmp_path / "locks") if other_process else first
+    with first.hold("vol-1"):
+        with pytest.raises(Aborted, match=refusal):
+            with second.hold("vol-1"):
                 pass
-        with inflight.hold("vol-2"):
+        with second.hold("vol-2"):
             pass
-    with inflight.hold("vol-1"):
-        pass
-
-
-def test_inflight_file_lock_spans_processes(tmp_path: Path) -> None:
-    a = InFlight(tmp_path / "locks")
-    b = InFlight(tmp_path / "locks")  # as if another process: separate registry, same pool
-    with a.hold("vol-x"):
-        with pytest.raises(Aborted, match="another elastivol process"):
-            with b.hold("vol-x"):
-                pass
-    with b.hold("vol-x"):
+    with second.hold("vol-1"):
         pass
 
 

@@ -20,9 +20,10 @@ import pytest
 
 from elastivol.client import CsiClient
 from elastivol.node import loop, mount
-from elastivol.process import ServerProcess, serve_args
+from elastivol.process import ServerProcess
 from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.pool import Pool, init_pool
+from tests.helpers import served
 
 
 def _cleanup(work: Path) -> None:
@@ -84,25 +85,14 @@ def plain_fs(registry: FileRegistry, fwork: Path) -> str:
 
 @pytest.fixture(scope="package")
 def file_server(fspool: Path, fwork: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        serve_args(driver="file", pool=fspool, node_id="node-a", zone="zone-a", zones=["zone-a", "zone-b"],
-                   allowed_roots=[fwork]),
-        f"unix://{fwork}/file-a.sock",
-        fwork / "logs" / "file-a.log",
-    ).start()
-    yield server
-    server.stop()
+    yield from served(fwork, "file-a", "file-a", pool=fspool, driver="file", node_id="node-a", zone="zone-a",
+                      zones=["zone-a", "zone-b"])
 
 
 @pytest.fixture(scope="package")
 def file_node_b(fspool: Path, fwork: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        serve_args(driver="file", mode="node", pool=fspool, node_id="node-b", zone="zone-b", allowed_roots=[fwork]),
-        f"unix://{fwork}/file-b.sock",
-        fwork / "logs" / "file-b.log",
-    ).start()
-    yield server
-    server.stop()
+    yield from served(fwork, "file-b", "file-b", pool=fspool, driver="file", mode="node", node_id="node-b",
+                      zone="zone-b")
 
 
 @pytest.fixture

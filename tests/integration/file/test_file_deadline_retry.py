@@ -5,7 +5,6 @@ per target path, never INTERNAL."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from elastivol.client import CsiClient, volume_capability
 from elastivol.csi import csi_pb2
 from elastivol.node import mount
 from tests.integration.file.helpers import RWX, sc
-from tests.reliability.deadline import Tally, deadline_then_retry, spread
+from tests.reliability.deadline import deadline_rounds
 
 GiB = 1 << 30
 ROUNDS = int(os.environ.get("ELASTIVOL_DEADLINE_ROUNDS", "100"))
@@ -64,25 +63,7 @@ def _round(c: CsiClient, fwork: Path, fs_id: str, i: int, send: Any) -> None:
 
 @pytest.mark.slow
 def test_file_deadline_then_retry(client: CsiClient, btrfs_fs: str, fwork: Path) -> None:
-    durations: dict[str, float] = {}
-
-    def timed(rpc: str, method: Any, request: Any) -> Any:
-        start = time.perf_counter()
-        response = method(request, timeout=60)
-        durations[rpc] = min(durations.get(rpc, 1e9), time.perf_counter() - start)
-        return response
-
-    for warm in range(2):
-        _round(client, fwork, btrfs_fs, -1 - warm, timed)
-    tally = Tally()
-    for i in range(ROUNDS):
-        def co(rpc: str, method: Any, request: Any, i: int = i) -> Any:
-            return deadline_then_retry(tally, rpc, method, request, spread(durations[rpc], i, ROUNDS))
-
-        _round(client, fwork, btrfs_fs, i, co)
-    print("\nusual durations (ms): " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in durations.items()))
-    print(tally.report())
-    expired = {rpc for rpc in tally.first if tally.expired(rpc)}
+    expired = deadline_rounds(lambda i, send: _round(client, fwork, btrfs_fs, i, send), ROUNDS, warmups=2)
     assert len(expired) >= 5, f"too few RPCs had a deadline expire mid-call: {sorted(expired)}"
     leftovers = [m.target for m in mount.mounts() if m.target.startswith(str(fwork / "kubelet" / "deadline"))]
     assert leftovers == []

@@ -35,6 +35,14 @@ class Host:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def mounted_image(self, name: str, size: int, fs_type: str, target: str) -> tuple[loop.LoopDevice, Path]:
+        """A new image ``name`` of ``size`` on a loop device, made ``fs_type`` and mounted at the dir ``target``."""
+        dev = loop.ensure_attached(self.image(name, size))
+        fs.make(dev.path, fs_type)
+        mount_dir = self.dir(target)
+        mount.mount(dev.path, str(mount_dir), fs_type)
+        return dev, mount_dir
+
     def mounts(self) -> list[str]:
         prefix = str(self.root) + "/"
         return [m.target for m in mount.mounts() if m.target.startswith(prefix)]

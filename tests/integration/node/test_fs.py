@@ -16,11 +16,7 @@ MiB = 1 << 20
 
 
 def mounted_ext4(host: Host) -> str:
-    dev = loop.ensure_attached(host.image("f.img", 128 * MiB)).path
-    fs.make(dev, "ext4")
-    target = host.dir("mnt")
-    mount.mount(dev, str(target), "ext4")
-    return str(target)
+    return str(host.mounted_image("f.img", 128 * MiB, "ext4", "mnt")[1])
 
 
 def test_freeze_blocks_writes_until_thaw(host: Host) -> None:

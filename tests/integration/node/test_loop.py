@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from elastivol.errors import ElastivolError, FailedPrecondition, Internal, InUse, InvalidArgument, NotFound
-from elastivol.node import loop, mount
+from elastivol.node import fs, loop, mount
 from tests.reliability.pods import ROOT, in_new_namespace
 
 from .conftest import Host
@@ -35,6 +35,11 @@ def losetup_json(path: str) -> dict[str, Any]:
     devices: list[dict[str, Any]] = json.loads(out)["loopdevices"]
     assert len(devices) == 1
     return devices[0]
+
+
+def _kernel_size(dev: loop.LoopDevice) -> int:
+    """The device's size as the kernel has it (sysfs counts 512-byte sectors)."""
+    return int(Path(f"/sys/block/loop{dev.number}/size").read_text()) * 512
 
 
 def test_attach_find_detach(host: Host) -> None:
@@ -172,17 +177,12 @@ def test_refresh_capacity(host: Host) -> None:
     dev = loop.attach(image)
     os.truncate(image, 48 * MiB)
     assert loop.refresh_capacity(dev.path) == 48 * MiB
-    assert int(Path(f"/sys/block/loop{dev.number}/size").read_text()) * 512 == 48 * MiB
+    assert _kernel_size(dev) == 48 * MiB
 
 
 def test_detach_refuses_a_mounted_device(host: Host) -> None:
-    from elastivol.node import fs
-
-    image = host.image("m.img", 64 * MiB)
-    dev = loop.attach(image)
-    fs.make(dev.path, "ext4")
-    target = host.dir("m")
-    mount.mount(dev.path, str(target), "ext4")
+    dev, target = host.mounted_image("m.img", 64 * MiB, "ext4", "m")
+    image = host.root / "m.img"
     with pytest.raises(InUse, match=f"mounted at {target}\\): unmount it"):
         loop.detach(dev.path)
     assert loop.find(image) == [dev]  # no deferred autoclear was set
@@ -318,17 +318,12 @@ def test_reuse_refreshes_a_grown_image(host: Host) -> None:
     dev = loop.ensure_attached(image)
     os.truncate(image, 40 * MiB)
     assert loop.ensure_attached(image) == dev
-    assert int(Path(f"/sys/block/loop{dev.number}/size").read_text()) * 512 == 40 * MiB
+    assert _kernel_size(dev) == 40 * MiB
 
 
 def test_released_detaches_an_unused_device_and_names_a_holder(host: Host) -> None:
-    from elastivol.node import fs
-
-    image = host.image("rel.img", 64 * MiB)
-    dev = loop.attach(image)
-    fs.make(dev.path, "ext4")
-    target = host.dir("rel-mnt")
-    mount.mount(dev.path, str(target), "ext4")
+    dev, target = host.mounted_image("rel.img", 64 * MiB, "ext4", "rel-mnt")
+    image = host.root / "rel.img"
     with pytest.raises(InUse, match=f"{dev.path}, mounted at {target}"), loop.released(image):
         raise AssertionError("must not run while the device is mounted")
     assert loop.find(image) == [dev]
@@ -357,8 +352,6 @@ def test_blankness_is_read_from_the_devices_own_file_not_the_path_sysfs_names(ho
     """sysfs names the backing file as the attaching namespace sees it; here that path leads to
     another file, empty and sparse. Trusting it would call a device with data on it blank, and
     NodeStageVolume formats blank devices."""
-    from elastivol.node import fs
-
     real, view = host.dir("real"), host.dir("view")
     image = host.image("real/a.img", 16 * MiB)
     subprocess.run(["mkswap", str(image)], capture_output=True, check=True, timeout=30)  # blkid knows it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from elastivol.node import copy, fs, loop, mount, volume
+from elastivol.node import copy, fs, loop, volume
 
 from .conftest import Host
 
@@ -13,10 +13,7 @@ MiB = 1 << 20
 
 
 def test_clone_file_reflinks_on_btrfs(host: Host) -> None:
-    dev = loop.ensure_attached(host.image("btrfs.img", 512 * MiB)).path
-    fs.make(dev, "btrfs")
-    pool = host.dir("pool")
-    mount.mount(dev, str(pool), "btrfs")
+    _, pool = host.mounted_image("btrfs.img", 512 * MiB, "btrfs", "pool")
     assert copy.reflink_supported(pool)
     assert sorted(os.listdir(pool)) == []
     src = pool / "src.img"
@@ -47,10 +44,7 @@ def test_clone_file_reflinks_on_btrfs(host: Host) -> None:
 def test_clones_on_xfs_keep_512_byte_sectors_and_mount(host: Host) -> None:
     # On xfs a reflinked file wants 4096-byte aligned direct I/O; a loop device that followed
     # that would turn a 512-sector xfs volume unmountable after its first snapshot.
-    pool_dev = loop.ensure_attached(host.image("pool.img", 1024 * MiB)).path
-    fs.make(pool_dev, "xfs")
-    pool = host.dir("pool")
-    mount.mount(pool_dev, str(pool), "xfs")
+    _, pool = host.mounted_image("pool.img", 1024 * MiB, "xfs", "pool")
     assert copy.reflink_supported(pool)
     src = pool / "vol.img"
     with open(src, "wb") as fh:

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from elastivol import ids
 from elastivol.domain import Attachment, Capacity, Health, Snapshot
@@ -25,6 +25,17 @@ from elastivol.providers.block import Volume, VolumeSpec
 from elastivol.providers.file import AccessPoint, AccessPointSpec, FilePublication, FileSystem, FileUsage
 
 GiB = 1 << 30
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def lookup(table: dict[K, V], key: K, missing: str) -> V:
+    """``table[key]``, or NotFound with ``missing`` as the message, as the real providers answer."""
+    try:
+        return table[key]
+    except KeyError:
+        raise NotFound(missing) from None
 
 
 class Failing:
@@ -38,6 +49,24 @@ class Failing:
         self.calls.append(method)
         if method in self.fail:
             raise self.fail[method]
+
+
+class SnapshotShelf(Failing):
+    """The snapshot half both controller-side providers share: snapshots by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshots: dict[str, Snapshot] = {}
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._enter("delete_snapshot")
+        self.snapshots.pop(snapshot_id, None)
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        return lookup(self.snapshots, snapshot_id, f"snapshot {snapshot_id} does not exist")
+
+    def list_snapshots(self) -> list[Snapshot]:
+        return list(self.snapshots.values())
 
 
 # -- host ------------------------------------------------------------------------------------
@@ -148,7 +177,7 @@ class FakeHost(Failing):
 
 
 # -- block -----------------------------------------------------------------------------------
-class FakeBlockProvider(Failing):
+class FakeBlockProvider(SnapshotShelf):
     """A controller-side block provider: volumes by id, found by name for idempotent creates."""
 
     readonly_attach = True
@@ -157,7 +186,6 @@ class FakeBlockProvider(Failing):
         super().__init__()
         self._zones = list(zones)
         self.volumes: dict[str, Volume] = {}
-        self.snapshots: dict[str, Snapshot] = {}
 
     def health(self) -> Health:
         self._enter("health")
@@ -184,10 +212,7 @@ class FakeBlockProvider(Failing):
 
     def get_volume(self, volume_id: str) -> Volume:
         self._enter("get_volume")
-        try:
-            return self.volumes[volume_id]
-        except KeyError:
-            raise NotFound(f"volume {volume_id} does not exist") from None
+        return lookup(self.volumes, volume_id, f"volume {volume_id} does not exist")
 
     def list_volumes(self) -> list[Volume]:
         return list(self.volumes.values())
@@ -230,18 +255,6 @@ class FakeBlockProvider(Failing):
         self.snapshots[snap.id] = snap
         return snap
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        self._enter("delete_snapshot")
-        self.snapshots.pop(snapshot_id, None)
-
-    def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        try:
-            return self.snapshots[snapshot_id]
-        except KeyError:
-            raise NotFound(f"snapshot {snapshot_id} does not exist") from None
-
-    def list_snapshots(self) -> list[Snapshot]:
-        return list(self.snapshots.values())
 
 
 class FakeBlockNodeProvider(Failing):
@@ -283,24 +296,20 @@ class FakeBlockNodeProvider(Failing):
 
 
 # -- file ------------------------------------------------------------------------------------
-class FakeFileProvider(Failing):
+class FakeFileProvider(SnapshotShelf):
     """A controller-side file provider (and the node's catalog): file systems and access points."""
 
     def __init__(self, fs_ids: Sequence[str] = ()) -> None:
         super().__init__()
         self.filesystems = {f: FileSystem(f, f"fs-{i}", f"/nonexistent/{f}") for i, f in enumerate(fs_ids)}
         self.access_points: dict[tuple[str, str], AccessPoint] = {}
-        self.snapshots: dict[str, Snapshot] = {}
 
     def health(self) -> Health:
         return Health(True)
 
     def get_filesystem(self, fs_id: str) -> FileSystem:
         self._enter("get_filesystem")
-        try:
-            return self.filesystems[fs_id]
-        except KeyError:
-            raise NotFound(f"file system {fs_id} does not exist") from None
+        return lookup(self.filesystems, fs_id, f"file system {fs_id} does not exist")
 
     def list_filesystems(self) -> list[FileSystem]:
         return list(self.filesystems.values())
@@ -321,10 +330,7 @@ class FakeFileProvider(Failing):
 
     def get_access_point(self, fs_id: str, ap_id: str) -> AccessPoint:
         self._enter("get_access_point")
-        try:
-            return self.access_points[(fs_id, ap_id)]
-        except KeyError:
-            raise NotFound(f"access point {ap_id} does not exist") from None
+        return lookup(self.access_points, (fs_id, ap_id), f"access point {ap_id} does not exist")
 
     def list_access_points(self, fs_id: str | None = None) -> list[AccessPoint]:
         return [ap for ap in self.access_points.values() if fs_id in (None, ap.fs_id)]
@@ -342,17 +348,6 @@ class FakeFileProvider(Failing):
         self.snapshots[snap.id] = snap
         return snap
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        self.snapshots.pop(snapshot_id, None)
-
-    def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        try:
-            return self.snapshots[snapshot_id]
-        except KeyError:
-            raise NotFound(f"snapshot {snapshot_id} does not exist") from None
-
-    def list_snapshots(self) -> list[Snapshot]:
-        return list(self.snapshots.values())
 
 
 class FakeFileNodeProvider(Failing):

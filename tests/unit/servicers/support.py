@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from elastivol.csi import csi_pb2
 from elastivol.grpc_errors import status_for
 from tests.unit.servicers.conftest import call
+from tests.unit.servicers.fakes import FakeContext
 
+C = grpc.StatusCode
 MODE = csi_pb2.VolumeCapability.AccessMode
+Req = TypeVar("Req", bound=Message)
 
 
 def mount_cap(mode: int = MODE.SINGLE_NODE_WRITER, fs_type: str = "ext4") -> csi_pb2.VolumeCapability:
@@ -39,3 +43,12 @@ def expect(code: grpc.StatusCode, coro: Coroutine[Any, Any, Any], *words: str) -
     for w in words:
         assert w in message, f"{w!r} not in {message!r}"
     return message
+
+
+def expect_each_required(rpc: Callable[[Req, FakeContext], Coroutine[Any, Any, Any]], make_req: Callable[[], Req],
+                         *fields: str) -> None:
+    """Each field, cleared from an otherwise good request, makes the call INVALID_ARGUMENT naming it."""
+    for name in fields:
+        req = make_req()
+        req.ClearField(name)
+        expect(C.INVALID_ARGUMENT, rpc(req, FakeContext()), name)

@@ -13,9 +13,8 @@ from elastivol.errors import AlreadyExists, Exhausted, InUse, PermissionDenied, 
 from elastivol.locks import InFlight
 from tests.unit.servicers.conftest import call
 from tests.unit.servicers.fakes import FakeBlockProvider, FakeContext
-from tests.unit.servicers.support import MODE, block_cap, expect, mount_cap
+from tests.unit.servicers.support import MODE, C, block_cap, expect, expect_each_required, mount_cap
 
-C = grpc.StatusCode
 GiB = 1 << 30
 
 
@@ -37,12 +36,7 @@ def create_req(name: str = "pvc-1", size: int = 4 * GiB, **params: str) -> csi_p
 
 
 def test_create_requires_name_and_capabilities(ctl: BlockController, provider: FakeBlockProvider) -> None:
-    req = create_req()
-    req.ClearField("name")
-    expect(C.INVALID_ARGUMENT, ctl.CreateVolume(req, FakeContext()), "name")
-    req = create_req()
-    req.ClearField("volume_capabilities")
-    expect(C.INVALID_ARGUMENT, ctl.CreateVolume(req, FakeContext()), "volume_capabilities")
+    expect_each_required(ctl.CreateVolume, create_req, "name", "volume_capabilities")
     assert "create_volume" not in provider.calls
 
 

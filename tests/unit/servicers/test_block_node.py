@@ -15,9 +15,8 @@ from elastivol.locks import InFlight
 from elastivol.node.paths import PathGuard
 from tests.unit.servicers.conftest import call
 from tests.unit.servicers.fakes import FakeBlockNodeProvider, FakeContext, FakeHost
-from tests.unit.servicers.support import MODE, block_cap, expect, mount_cap
+from tests.unit.servicers.support import MODE, C, block_cap, expect, mount_cap
 
-C = grpc.StatusCode
 VOL = ids.new_id("vol")
 
 

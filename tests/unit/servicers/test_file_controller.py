@@ -12,9 +12,8 @@ from elastivol.errors import AlreadyExists, Exhausted, Unavailable
 from elastivol.locks import InFlight
 from tests.unit.servicers.conftest import call
 from tests.unit.servicers.fakes import FakeContext, FakeFileProvider
-from tests.unit.servicers.support import MODE, block_cap, expect, mount_cap
+from tests.unit.servicers.support import MODE, C, block_cap, expect, expect_each_required, mount_cap
 
-C = grpc.StatusCode
 GiB = 1 << 30
 FS = ids.new_id("fs")
 
@@ -38,12 +37,7 @@ def create_req(name: str = "pvc-1", **extra: str) -> csi_pb2.CreateVolumeRequest
 
 
 def test_create_requires_name_capabilities_and_the_efs_parameters(ctl: FileController, provider: FakeFileProvider) -> None:
-    req = create_req()
-    req.ClearField("name")
-    expect(C.INVALID_ARGUMENT, ctl.CreateVolume(req, FakeContext()), "name")
-    req = create_req()
-    req.ClearField("volume_capabilities")
-    expect(C.INVALID_ARGUMENT, ctl.CreateVolume(req, FakeContext()), "volume_capabilities")
+    expect_each_required(ctl.CreateVolume, create_req, "name", "volume_capabilities")
     req = create_req()
     del req.parameters["fileSystemId"]
     expect(C.INVALID_ARGUMENT, ctl.CreateVolume(req, FakeContext()), "fileSystemId")

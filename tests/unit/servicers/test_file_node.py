@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import pytest
 
 from elastivol import ids
@@ -23,9 +22,8 @@ from tests.unit.servicers.fakes import (
     FakeHost,
     FakeLocalFileNodeProvider,
 )
-from tests.unit.servicers.support import MODE, block_cap, expect, mount_cap
+from tests.unit.servicers.support import MODE, C, block_cap, expect, mount_cap
 
-C = grpc.StatusCode
 FS = ids.new_id("fs")
 
 
