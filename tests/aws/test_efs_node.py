@@ -128,3 +128,16 @@ def test_nfs_mount_of_something_else_is_a_conflict(source: str, options: str, fs
     with pytest.raises(AlreadyExists, match="unpublish") as info:
         check_nfs_mount(req, _nfs(source, options, fstype))
     assert why in info.value.message
+
+
+def test_publish_on_a_file_is_refused_and_changes_nothing(tmp_path: Path, kubelet: Path) -> None:
+    # The fuzzer found it: a target that exists as a regular file made os.makedirs raise FileExistsError
+    # (INTERNAL). It is the caller's mistake, said as such, before the mounter is asked.
+    node, mounter = _node(tmp_path, kubelet)
+    target = kubelet / "pods" / "a" / "file"
+    target.parent.mkdir(parents=True)
+    target.write_text("kept")
+    with pytest.raises(InvalidArgument, match=r"target_path .*/file is not a directory: a file volume is published"):
+        node.publish(FilePublication(FS, "", _ap(), str(target), False, ()))
+    assert mounter.records == [] and target.read_text() == "kept"
+    assert not [m for m in hostmount.mounts() if m.target == str(target)]

@@ -124,3 +124,9 @@ def _check_parents(resolved: str, base: str, field: str) -> None:
                 raise InvalidArgument(f"{field}: {parent} is not a directory, so nothing can be made below it")
             return
         parent = os.path.dirname(parent)
+
+
+def require_directory_target(target: str, why: str) -> None:
+    """A publish target may be absent (it is made) or a directory; anything else is the caller's mistake."""
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise InvalidArgument(f"target_path {target} is not a directory: {why}")

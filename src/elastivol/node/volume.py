@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from elastivol import crashpoints
 from elastivol.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument
 from elastivol.node import fs, mount
+from elastivol.node.paths import require_directory_target
 
 log = logging.getLogger("elastivol.node.volume")
 
@@ -189,8 +190,7 @@ def publish_bind(staging_path: str, target: str, readonly: bool, options: Sequen
         if (existing.major_minor, existing.root) == (staged.major_minor, staged.root) and existing.read_only == readonly:
             return
         raise FailedPrecondition(f"{target} already has another mount on it; unpublish it first")
-    if os.path.lexists(target) and not os.path.isdir(target):
-        raise InvalidArgument(f"target_path {target} is not a directory: a volume in mount mode is published on one")
+    require_directory_target(target, "a volume in mount mode is published on one")
     mount.refuse_covering(target, table)
     os.makedirs(target, mode=_DIR_MODE, exist_ok=True)
     mount.bind(staging_path, target, readonly=readonly, options=mount.volume_options(options))

@@ -9,6 +9,9 @@ from typing import Protocol, runtime_checkable
 from elastivol.domain import AccessPointSpec, Health, Snapshot
 from elastivol.errors import AlreadyExists
 
+# Why a publish target that exists must be a directory (both file node providers say it).
+FILE_TARGET = "a file volume is published on one"
+
 
 @dataclass(frozen=True)
 class FileSystem:

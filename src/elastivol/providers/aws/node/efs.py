@@ -8,11 +8,11 @@ from typing import Any
 
 from elastivol.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from elastivol.node import mount as hostmount
-from elastivol.node.paths import PathGuard
+from elastivol.node.paths import PathGuard, require_directory_target
 from elastivol.providers.aws.awserrors import call
 from elastivol.providers.aws.efs_model import to_access_point
 from elastivol.providers.aws.mounter import Mounter, MountRequest
-from elastivol.providers.file import AccessPoint, FilePublication, FileSystem, FileUsage
+from elastivol.providers.file import FILE_TARGET, AccessPoint, FilePublication, FileSystem, FileUsage
 
 
 class EfsNodeProvider:
@@ -26,6 +26,7 @@ class EfsNodeProvider:
 
     def publish(self, publication: FilePublication) -> None:
         target = str(self.guard.check(publication.target))
+        require_directory_target(target, FILE_TARGET)
         subpath = publication.subpath.strip("/")
         path = posixpath.normpath("/" + subpath) if subpath else "/"
         options = tuple(o for o in publication.mount_options if o not in ("ro", "rw"))

@@ -13,9 +13,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from elastivol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from elastivol.errors import AlreadyExists, FailedPrecondition, NotFound
 from elastivol.node import mount as hostmount
-from elastivol.providers.file import AccessPoint, FilePublication, FileSystem, FileUsage
+from elastivol.node.paths import require_directory_target
+from elastivol.providers.file import FILE_TARGET, AccessPoint, FilePublication, FileSystem, FileUsage
 from elastivol.providers.local.file import btrfs, tree
 from elastivol.providers.local.file.registry import FileRegistry
 from elastivol.providers.local.file.usage import UsageWalker
@@ -93,8 +94,7 @@ class LocalFileNode:
                     f"{target} is already published with readonly={existing.read_only}; unpublish it first"
                 )
             return
-        if os.path.lexists(target) and not os.path.isdir(target):
-            raise InvalidArgument(f"target_path {target} is not a directory: a file volume is published on one")
+        require_directory_target(target, FILE_TARGET)
         hostmount.refuse_covering(target)
         # As the block driver does: the parents are made too (the guard checked they are directories).
         os.makedirs(os.path.dirname(target), 0o750, exist_ok=True)
