@@ -11,12 +11,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from elastivol import BLOCK_DRIVER_NAME, FILE_DRIVER_NAME
+from elastivol.assembly.node import node_settings
 from elastivol.assembly.parts import Parts
 from elastivol.domain import Health
 from elastivol.errors import InvalidArgument
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
-from elastivol.node.host import RealHost
 from elastivol.node.paths import PathGuard
 from elastivol.providers.aws.awsmetrics import AwsMetrics
 from elastivol.providers.aws.clients import AwsClients
@@ -80,11 +80,8 @@ def _block(config: ServeConfig, settings: AwsSettings, clients: AwsClients, iden
     if config.node and identity is not None:
         limit = max_volumes(identity.instance_type or settings.instance_type,
                             override=config.max_volumes_per_node, reserved=settings.reserved_attachments)
-        services.node = BlockNode(
-            EbsNodeProvider(settings), inflight, PathGuard(config.roots()),
-            node_id=identity.instance_id, zone=identity.zone, max_volumes=limit,
-            allow_privileged_mount_options=config.allow_privileged_mount_options, host=RealHost(),
-        )
+        services.node = BlockNode(EbsNodeProvider(settings), inflight, PathGuard(config.roots()), max_volumes=limit,
+                                  **node_settings(config, node_id=identity.instance_id, zone=identity.zone))
     return services
 
 
@@ -108,12 +105,9 @@ def _file(config: ServeConfig, settings: AwsSettings, clients: AwsClients, ident
     if config.node and identity is not None:
         guard = PathGuard(config.roots())
         node = EfsNodeProvider(mounter, guard, allow_privileged_mount_options=config.allow_privileged_mount_options)
-        services.node = FileNode(
-            node, provider or EfsCatalog(clients.client("efs")), inflight,
-            guard, node_id=identity.instance_id, zone=identity.zone,
-            max_volumes=config.max_volumes_per_node,
-            allow_privileged_mount_options=config.allow_privileged_mount_options, host=RealHost(),
-        )
+        services.node = FileNode(node, provider or EfsCatalog(clients.client("efs")), inflight, guard,
+                                 max_volumes=config.max_volumes_per_node,
+                                 **node_settings(config, node_id=identity.instance_id, zone=identity.zone))
     return services
 
 

@@ -55,8 +55,8 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
         if metrics.kept:
             services.background.append(lambda: _pool_gauges(pool, metrics))
     if config.node:
+        from elastivol.assembly.node import node_settings
         from elastivol.drivers.block.node import BlockNode
-        from elastivol.node.host import RealHost
         from elastivol.node.paths import PathGuard
         from elastivol.providers.local.block_node import LocalBlockNode
 
@@ -68,16 +68,8 @@ def local_block_services(config: ServeConfig, metrics: Metrics) -> Services:
             )
         node_provider = LocalBlockNode(pool, config.node_id, enforce_performance=config.enforce_performance)
         node_provider.register_node(config.node_id, config.zone, config.max_volumes_per_node)
-        services.node = BlockNode(
-            node_provider,
-            inflight,
-            PathGuard(config.roots()),
-            node_id=config.node_id,
-            zone=config.zone,
-            max_volumes=config.max_volumes_per_node,
-            allow_privileged_mount_options=config.allow_privileged_mount_options,
-            host=RealHost(),
-        )
+        services.node = BlockNode(node_provider, inflight, PathGuard(config.roots()),
+                                  max_volumes=config.max_volumes_per_node, **node_settings(config))
 
         async def heartbeat() -> None:
             while True:

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elastivol import FILE_DRIVER_NAME
+from elastivol.assembly.node import node_settings
 from elastivol.drivers.file.controller import FileController
 from elastivol.drivers.file.node import FileNode
 from elastivol.drivers.identity import Identity
 from elastivol.errors import Unavailable
 from elastivol.locks import InFlight
 from elastivol.metrics import Metrics
-from elastivol.node.host import RealHost
 from elastivol.node.paths import PathGuard
 from elastivol.providers.local.file.controller import LocalFileProvider, pool_health
 from elastivol.providers.local.file.node import LocalFileNode
@@ -53,15 +53,6 @@ def local_file_services(config: ServeConfig, metrics: Metrics) -> Services:
         services.controller = FileController(provider, inflight, default_size=config.default_volume_size)
     if config.node:
         node = LocalFileNode(registry)
-        services.node = FileNode(
-            node,
-            node,
-            inflight,
-            PathGuard(config.roots()),
-            node_id=config.node_id,
-            zone=config.zone,
-            max_volumes=config.max_volumes_per_node,
-            allow_privileged_mount_options=config.allow_privileged_mount_options,
-            host=RealHost(),
-        )
+        services.node = FileNode(node, node, inflight, PathGuard(config.roots()),
+                                 max_volumes=config.max_volumes_per_node, **node_settings(config))
     return services
