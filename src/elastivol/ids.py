@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Callable
 
 # AWS ids have 17 hex digits today; volumes, snapshots and file systems made before 2016-2018 keep
@@ -21,7 +21,8 @@ NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 def new_id(prefix: str) -> str:
     """A fresh id such as ``vol-0a1b2c3d4e5f60718`` (prefix + 17 lowercase hex)."""
-    return f"{prefix}-{secrets.token_hex(9)[:17]}"
+    # os.urandom is what the secrets module reads too; importing it would bring random and hmac.
+    return f"{prefix}-{os.urandom(9).hex()[:17]}"
 
 
 def _matcher(pattern: re.Pattern[str]) -> Callable[[str], bool]:

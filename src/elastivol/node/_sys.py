@@ -7,12 +7,17 @@ values to domain errors in one place each. Numbers are for x86_64 and arm64 (sam
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import struct
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library by its soname (glibc), else the process's own symbols, which include libc's.
+# Not ctypes.util.find_library: it runs ldconfig in a subprocess and imports tempfile and shutil,
+# which a node plugin pays for at every start.
+try:
+    _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _libc = ctypes.CDLL(None, use_errno=True)
 
 _mount = _libc.mount
 _mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]

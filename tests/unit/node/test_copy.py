@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,17 @@ def test_atomic_write_bytes(tmp_path: Path) -> None:
     assert os.stat(target).st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
     copy.fsync_dir(tmp_path)
+
+
+def test_scratch_files_are_new_private_and_readable(tmp_path: Path) -> None:
+    made = [copy.scratch_file(tmp_path, ".x-", ".tmp") for _ in range(50)]
+    try:
+        names = {name for _fd, name in made}
+        assert len(names) == 50 and all(os.path.basename(n).startswith(".x-") and n.endswith(".tmp") for n in names)
+        fd = made[0][0]
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+        os.write(fd, b"abc")
+        assert os.pread(fd, 3, 0) == b"abc"  # FICLONE's source must be readable
+    finally:
+        for fd, _name in made:
+            os.close(fd)
