@@ -103,15 +103,25 @@ def validate(obj: Obj) -> None:
             raise Invalid(f"The {_describe(obj)} is invalid: " + "; ".join(problems))
 
 
+def _unsupported(holder: Obj, field: str, allowed: tuple[str, ...], prefix: str = "",
+                 say_supported: bool = False) -> list[str]:
+    """The problem of ``field`` when it is set to none of ``allowed`` (unset means ``allowed[0]``, the default)."""
+    value = holder.get(field, allowed[0])
+    if value in allowed:
+        return []
+    problem = f'{prefix}.{field}' if prefix else field
+    problem += f': Unsupported value: "{value}"'
+    if say_supported:
+        problem += ": supported values: " + ", ".join(f'"{a}"' for a in allowed)
+    return [problem]
+
+
 def _check_sc(obj: Obj) -> list[str]:
     p = []
     if not obj.get("provisioner"):
         p.append("provisioner: Required value")
-    if obj.get("reclaimPolicy", "Delete") not in ("Delete", "Retain"):
-        p.append(f'reclaimPolicy: Unsupported value: "{obj["reclaimPolicy"]}": supported values: "Delete", "Retain"')
-    if obj.get("volumeBindingMode", "Immediate") not in ("Immediate", "WaitForFirstConsumer"):
-        p.append(f'volumeBindingMode: Unsupported value: "{obj["volumeBindingMode"]}": supported values: '
-                 '"Immediate", "WaitForFirstConsumer"')
+    p += _unsupported(obj, "reclaimPolicy", ("Delete", "Retain"), say_supported=True)
+    p += _unsupported(obj, "volumeBindingMode", ("Immediate", "WaitForFirstConsumer"), say_supported=True)
     return p
 
 
@@ -135,8 +145,7 @@ def _check_claim_spec(spec: Obj, prefix: str = "spec") -> list[str]:
                 p.append(f"{prefix}.resources[storage]: Invalid value: must be greater than zero")
         except ValueError as exc:
             p.append(f"{prefix}.resources[storage]: {exc}")
-    if spec.get("volumeMode", "Filesystem") not in ("Filesystem", "Block"):
-        p.append(f'{prefix}.volumeMode: Unsupported value: "{spec["volumeMode"]}"')
+    p += _unsupported(spec, "volumeMode", ("Filesystem", "Block"), prefix)
     return p
 
 
@@ -156,8 +165,7 @@ def _check_pv(obj: Obj) -> list[str]:
         p.append("spec: Required value: the lab plays CSI volumes only (spec.csi with driver and volumeHandle)")
     elif not csi.get("driver") or not csi.get("volumeHandle"):
         p.append("spec.csi.driver and spec.csi.volumeHandle: Required value")
-    if spec.get("persistentVolumeReclaimPolicy", "Retain") not in ("Retain", "Delete"):
-        p.append(f'spec.persistentVolumeReclaimPolicy: Unsupported value: "{spec["persistentVolumeReclaimPolicy"]}"')
+    p += _unsupported(spec, "persistentVolumeReclaimPolicy", ("Retain", "Delete"), "spec")
     return p
 
 
@@ -180,8 +188,7 @@ def _check_pod_spec(spec: Obj, prefix: str = "spec", claim_templates: tuple[str,
             where = vm.get("mountPath") or vm.get("devicePath") or ""
             if not str(where).startswith("/"):
                 p.append(f"{prefix}.containers[{i}]: mountPath/devicePath must be absolute: {where!r}")
-    if spec.get("restartPolicy", "Always") not in ("Always", "OnFailure", "Never"):
-        p.append(f'{prefix}.restartPolicy: Unsupported value: "{spec["restartPolicy"]}"')
+    p += _unsupported(spec, "restartPolicy", ("Always", "OnFailure", "Never"), prefix)
     return p
 
 
