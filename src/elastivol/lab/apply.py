@@ -222,6 +222,24 @@ _CHECKS = {"StorageClass": _check_sc, "PersistentVolumeClaim": _check_pvc, "Pers
 
 
 # -- create / update -------------------------------------------------------------------------------
+# What the API server fills in where a manifest leaves it unset: fields of the object itself, and
+# fields of its spec.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "StorageClass": {"reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"},
+    "VolumeSnapshotClass": {"deletionPolicy": "Delete"},
+}
+_SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "PersistentVolumeClaim": {"volumeMode": "Filesystem"},
+    "PersistentVolume": {"persistentVolumeReclaimPolicy": "Retain", "volumeMode": "Filesystem"},
+    "Pod": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 30},
+    "StatefulSet": {"replicas": 1},
+    "Deployment": {"replicas": 1},
+}
+# Kinds whose objects start Pending, with the finalizer their protection controller adds (if any).
+_BORN_PENDING: dict[str, str | None] = {"PersistentVolumeClaim": PVC_PROTECTION, "PersistentVolume": PV_PROTECTION,
+                                        "Pod": None}
+
+
 def defaults(obj: Obj, store: Store) -> None:
     kind = obj["kind"]
     meta = obj.setdefault("metadata", {})
@@ -232,27 +250,15 @@ def defaults(obj: Obj, store: Store) -> None:
                        if (sc["metadata"].get("annotations") or {}).get(DEFAULT_SC) == "true"]
             if default:
                 spec["storageClassName"] = default[0]
-        spec.setdefault("volumeMode", "Filesystem")
-        meta["finalizers"] = list(dict.fromkeys([*(meta.get("finalizers") or []), PVC_PROTECTION]))
+    for name, value in _DEFAULTS.get(kind, {}).items():
+        obj.setdefault(name, value)
+    for name, value in _SPEC_DEFAULTS.get(kind, {}).items():
+        obj.setdefault("spec", {}).setdefault(name, value)
+    if kind in _BORN_PENDING:
+        protection = _BORN_PENDING[kind]
+        if protection:
+            meta["finalizers"] = list(dict.fromkeys([*(meta.get("finalizers") or []), protection]))
         obj["status"] = {"phase": "Pending"}
-    elif kind == "PersistentVolume":
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
-        spec.setdefault("volumeMode", "Filesystem")
-        meta["finalizers"] = list(dict.fromkeys([*(meta.get("finalizers") or []), PV_PROTECTION]))
-        obj["status"] = {"phase": "Pending"}
-    elif kind == "Pod":
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        obj["status"] = {"phase": "Pending"}
-    elif kind == "StorageClass":
-        obj.setdefault("reclaimPolicy", "Delete")
-        obj.setdefault("volumeBindingMode", "Immediate")
-    elif kind == "VolumeSnapshotClass":
-        obj.setdefault("deletionPolicy", "Delete")
-    elif kind in ("StatefulSet", "Deployment"):
-        obj["spec"].setdefault("replicas", 1)
 
 
 # Fields an update may change, per kind (everything else must stay as it was).
