@@ -10,14 +10,12 @@ snapshot loop (lab/snapshotter.py) binds and reports the members like pre-provis
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from elastivol.csi import csi_pb2
 from elastivol.lab.objects import Obj, deleting
-from elastivol.lab.snapshotloop import SnapshotKinds, SnapshotLoop
+from elastivol.lab.snapshotloop import SnapshotKinds, SnapshotLoop, nanos, rfc3339
 from elastivol.lab.snapshotter import VSC_BOUND
 from elastivol.lab.store import AlreadyExistsError
 
@@ -28,14 +26,6 @@ DEFAULT_CLASS = "groupsnapshot.storage.kubernetes.io/is-default-class"
 KINDS = SnapshotKinds(obj="VolumeGroupSnapshot", api_group="groupsnapshot.storage.k8s.io", finalizers=(VGS_BOUND,),
                       content_finalizer=VGSC_BOUND, content_prefix="groupsnapcontent", default_class=DEFAULT_CLASS,
                       noun="GroupSnapshot", what="group snapshot")
-
-
-def _rfc3339(nanos: int) -> str:
-    return datetime.fromtimestamp(nanos / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _nanos(ts: Timestamp) -> int:
-    return int(ts.seconds) * 10**9 + int(ts.nanos)
 
 
 def member_names(content_uid: str, volume_handle: str) -> tuple[str, str]:
@@ -195,10 +185,10 @@ class GroupSnapshotter(SnapshotLoop):
             self._take_failed(content, vgs, driver, key, exc)
             return
         infos = [{"volumeHandle": s.source_volume_id, "snapshotHandle": s.snapshot_id, "readyToUse": s.ready_to_use,
-                  "restoreSize": int(s.size_bytes), "creationTime": _nanos(s.creation_time)} for s in reply.snapshots]
+                  "restoreSize": int(s.size_bytes), "creationTime": nanos(s.creation_time)} for s in reply.snapshots]
         self._taken(content, key, {"volumeGroupSnapshotHandle": reply.group_snapshot_id,
                                    "readyToUse": reply.ready_to_use,
-                                   "creationTime": _rfc3339(_nanos(reply.creation_time)),
+                                   "creationTime": rfc3339(nanos(reply.creation_time)),
                                    "volumeSnapshotInfoList": sorted(infos, key=lambda i: str(i["volumeHandle"]))})
 
 

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from elastivol.lab.context import Loop, rpc_message
 from elastivol.lab.objects import Obj, add_finalizer, deleting, remove_finalizer
 from elastivol.lab.store import AlreadyExistsError, now_rfc3339
+
+
+def nanos(ts: Timestamp) -> int:
+    """A CSI creation time as the nanoseconds a content's status records."""
+    return int(ts.seconds) * 10**9 + int(ts.nanos)
+
+
+def rfc3339(since_epoch: int) -> str:
+    """Nanoseconds since the epoch as an object's status shows a time."""
+    return datetime.fromtimestamp(since_epoch / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

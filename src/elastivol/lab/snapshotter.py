@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import grpc
 
 from elastivol.csi import csi_pb2
 from elastivol.lab.objects import Obj, deleting, format_quantity
-from elastivol.lab.snapshotloop import SnapshotKinds, SnapshotLoop
+from elastivol.lab.snapshotloop import SnapshotKinds, SnapshotLoop, nanos, rfc3339
 
 VS_BOUND = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection"
 VS_SOURCE = "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection"
@@ -35,8 +33,7 @@ class Snapshotter(SnapshotLoop):
         if cstatus.get("restoreSize") is not None:
             new["restoreSize"] = format_quantity(int(cstatus["restoreSize"]))
         if cstatus.get("creationTime"):
-            new["creationTime"] = datetime.fromtimestamp(int(cstatus["creationTime"]) / 1e9, UTC) \
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
+            new["creationTime"] = rfc3339(int(cstatus["creationTime"]))
         if cstatus.get("error"):
             new["error"] = cstatus["error"]
         status = vs.get("status") or {}
@@ -136,4 +133,4 @@ class Snapshotter(SnapshotLoop):
             return
         self._taken(content, key, {"snapshotHandle": snap.snapshot_id, "readyToUse": bool(snap.ready_to_use),
                                    "restoreSize": int(snap.size_bytes),
-                                   "creationTime": snap.creation_time.seconds * 10**9 + snap.creation_time.nanos})
+                                   "creationTime": nanos(snap.creation_time)})
