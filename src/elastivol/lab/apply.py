@@ -103,15 +103,25 @@ def validate(obj: Obj) -> None:
             raise Invalid(f"The {_describe(obj)} is invalid: " + "; ".join(problems))
 
 
+def _unsupported(holder: Obj, field: str, allowed: tuple[str, ...], prefix: str = "",
+                 say_supported: bool = False) -> list[str]:
+    """The problem of ``field`` when it is set to none of ``allowed`` (unset means ``allowed[0]``, the default)."""
+    value = holder.get(field, allowed[0])
+    if value in allowed:
+        return []
+    problem = f'{prefix}.{field}' if prefix else field
+    problem += f': Unsupported value: "{value}"'
+    if say_supported:
+        problem += ": supported values: " + ", ".join(f'"{a}"' for a in allowed)
+    return [problem]
+
+
 def _check_sc(obj: Obj) -> list[str]:
     p = []
     if not obj.get("provisioner"):
         p.append("provisioner: Required value")
-    if obj.get("reclaimPolicy", "Delete") not in ("Delete", "Retain"):
-        p.append(f'reclaimPolicy: Unsupported value: "{obj["reclaimPolicy"]}": supported values: "Delete", "Retain"')
-    if obj.get("volumeBindingMode", "Immediate") not in ("Immediate", "WaitForFirstConsumer"):
-        p.append(f'volumeBindingMode: Unsupported value: "{obj["volumeBindingMode"]}": supported values: '
-                 '"Immediate", "WaitForFirstConsumer"')
+    p += _unsupported(obj, "reclaimPolicy", ("Delete", "Retain"), say_supported=True)
+    p += _unsupported(obj, "volumeBindingMode", ("Immediate", "WaitForFirstConsumer"), say_supported=True)
     return p
 
 
@@ -135,8 +145,7 @@ def _check_claim_spec(spec: Obj, prefix: str = "spec") -> list[str]:
                 p.append(f"{prefix}.resources[storage]: Invalid value: must be greater than zero")
         except ValueError as exc:
             p.append(f"{prefix}.resources[storage]: {exc}")
-    if spec.get("volumeMode", "Filesystem") not in ("Filesystem", "Block"):
-        p.append(f'{prefix}.volumeMode: Unsupported value: "{spec["volumeMode"]}"')
+    p += _unsupported(spec, "volumeMode", ("Filesystem", "Block"), prefix)
     return p
 
 
@@ -156,8 +165,7 @@ def _check_pv(obj: Obj) -> list[str]:
         p.append("spec: Required value: the lab plays CSI volumes only (spec.csi with driver and volumeHandle)")
     elif not csi.get("driver") or not csi.get("volumeHandle"):
         p.append("spec.csi.driver and spec.csi.volumeHandle: Required value")
-    if spec.get("persistentVolumeReclaimPolicy", "Retain") not in ("Retain", "Delete"):
-        p.append(f'spec.persistentVolumeReclaimPolicy: Unsupported value: "{spec["persistentVolumeReclaimPolicy"]}"')
+    p += _unsupported(spec, "persistentVolumeReclaimPolicy", ("Retain", "Delete"), "spec")
     return p
 
 
@@ -180,8 +188,7 @@ def _check_pod_spec(spec: Obj, prefix: str = "spec", claim_templates: tuple[str,
             where = vm.get("mountPath") or vm.get("devicePath") or ""
             if not str(where).startswith("/"):
                 p.append(f"{prefix}.containers[{i}]: mountPath/devicePath must be absolute: {where!r}")
-    if spec.get("restartPolicy", "Always") not in ("Always", "OnFailure", "Never"):
-        p.append(f'{prefix}.restartPolicy: Unsupported value: "{spec["restartPolicy"]}"')
+    p += _unsupported(spec, "restartPolicy", ("Always", "OnFailure", "Never"), prefix)
     return p
 
 
@@ -215,6 +222,24 @@ _CHECKS = {"StorageClass": _check_sc, "PersistentVolumeClaim": _check_pvc, "Pers
 
 
 # -- create / update -------------------------------------------------------------------------------
+# What the API server fills in where a manifest leaves it unset: fields of the object itself, and
+# fields of its spec.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "StorageClass": {"reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"},
+    "VolumeSnapshotClass": {"deletionPolicy": "Delete"},
+}
+_SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "PersistentVolumeClaim": {"volumeMode": "Filesystem"},
+    "PersistentVolume": {"persistentVolumeReclaimPolicy": "Retain", "volumeMode": "Filesystem"},
+    "Pod": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 30},
+    "StatefulSet": {"replicas": 1},
+    "Deployment": {"replicas": 1},
+}
+# Kinds whose objects start Pending, with the finalizer their protection controller adds (if any).
+_BORN_PENDING: dict[str, str | None] = {"PersistentVolumeClaim": PVC_PROTECTION, "PersistentVolume": PV_PROTECTION,
+                                        "Pod": None}
+
+
 def defaults(obj: Obj, store: Store) -> None:
     kind = obj["kind"]
     meta = obj.setdefault("metadata", {})
@@ -225,27 +250,15 @@ def defaults(obj: Obj, store: Store) -> None:
                        if (sc["metadata"].get("annotations") or {}).get(DEFAULT_SC) == "true"]
             if default:
                 spec["storageClassName"] = default[0]
-        spec.setdefault("volumeMode", "Filesystem")
-        meta["finalizers"] = list(dict.fromkeys([*(meta.get("finalizers") or []), PVC_PROTECTION]))
+    for name, value in _DEFAULTS.get(kind, {}).items():
+        obj.setdefault(name, value)
+    for name, value in _SPEC_DEFAULTS.get(kind, {}).items():
+        obj.setdefault("spec", {}).setdefault(name, value)
+    if kind in _BORN_PENDING:
+        protection = _BORN_PENDING[kind]
+        if protection:
+            meta["finalizers"] = list(dict.fromkeys([*(meta.get("finalizers") or []), protection]))
         obj["status"] = {"phase": "Pending"}
-    elif kind == "PersistentVolume":
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
-        spec.setdefault("volumeMode", "Filesystem")
-        meta["finalizers"] = list(dict.fromkeys([*(meta.get("finalizers") or []), PV_PROTECTION]))
-        obj["status"] = {"phase": "Pending"}
-    elif kind == "Pod":
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        obj["status"] = {"phase": "Pending"}
-    elif kind == "StorageClass":
-        obj.setdefault("reclaimPolicy", "Delete")
-        obj.setdefault("volumeBindingMode", "Immediate")
-    elif kind == "VolumeSnapshotClass":
-        obj.setdefault("deletionPolicy", "Delete")
-    elif kind in ("StatefulSet", "Deployment"):
-        obj["spec"].setdefault("replicas", 1)
 
 
 # Fields an update may change, per kind (everything else must stay as it was).

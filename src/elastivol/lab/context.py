@@ -6,7 +6,7 @@ import abc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ import grpc
 from elastivol import BLOCK_DRIVER_NAME
 from elastivol.client import CsiClient
 from elastivol.lab.layout import DRIVERS, LabConfig, Layout
-from elastivol.lab.objects import Obj
+from elastivol.lab.objects import Obj, deleting
 from elastivol.lab.store import Conflict, NotFoundError, Store
 
 log = logging.getLogger("elastivol.lab")
@@ -81,6 +81,17 @@ class Context:
     def pod_info_on_mount(driver: str) -> bool:
         # The chart's block CSIDriver has podInfoOnMount: true (the node plugin throttles the pod's cgroup).
         return driver == BLOCK_DRIVER_NAME
+
+    def bound_volumes(self) -> Iterator[tuple[Obj, Obj]]:
+        """(claim, PersistentVolume) of every live, bound claim whose volume one of the lab's drivers serves:
+        what external-resizer's controllers (lab/resizer.py, lab/modifier.py) work on."""
+        for pvc in self.store.list_of("PersistentVolumeClaim"):
+            if deleting(pvc) or pvc.get("status", {}).get("phase") != "Bound":
+                continue
+            pv = self.store.get("PersistentVolume", pvc["spec"].get("volumeName", ""))
+            if pv is None or not self.is_ours(pv["spec"].get("csi", {}).get("driver")):
+                continue
+            yield pvc, pv
 
     def event(self, obj: Obj, type_: str, reason: str, message: str, component: str) -> None:
         """Record an event, repeating an identical one at most every 15 s (as controllers resync)."""

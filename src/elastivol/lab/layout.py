@@ -63,49 +63,31 @@ def make_config(nodes: int, zones: list[str]) -> LabConfig:
     return LabConfig(nodes=[LabNode(f"node-{i + 1}", names[i % len(names)]) for i in range(nodes)], zones=names)
 
 
+class _Below:
+    """A path below the lab's root, as a read-only attribute of :class:`Layout`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, layout: Layout, owner: type[Layout]) -> Path:
+        return layout.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path
 
-    @property
-    def config_file(self) -> Path:
-        return self.root / "lab.json"
-
-    @property
-    def block_pool(self) -> Path:
-        return self.root / "pool"
-
-    @property
-    def file_pool(self) -> Path:
-        return self.root / "fspool"
-
-    @property
-    def fs_root(self) -> Path:
-        return self.file_pool / "fs" / "shared"
-
-    @property
-    def kubelet(self) -> Path:
-        return self.root / "kubelet"
-
-    @property
-    def sockets(self) -> Path:
-        return self.root / "sockets"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pods(self) -> Path:
-        return self.root / "pods"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "daemon.pid"
-
-    @property
-    def status_file(self) -> Path:
-        return self.root / "status.json"
+    # Everything a lab keeps, below its root.
+    config_file = _Below("lab.json")
+    block_pool = _Below("pool")
+    file_pool = _Below("fspool")
+    fs_root = _Below("fspool", "fs", "shared")
+    kubelet = _Below("kubelet")
+    sockets = _Below("sockets")
+    logs = _Below("logs")
+    pods = _Below("pods")
+    pid_file = _Below("daemon.pid")
+    status_file = _Below("status.json")
 
     def socket(self, driver: str, node: str | None) -> Path:
         return self.sockets / f"{SHORT[driver]}-{node or 'controller'}.sock"

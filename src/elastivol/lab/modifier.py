@@ -26,7 +26,7 @@ import grpc
 
 from elastivol.csi import csi_pb2
 from elastivol.lab.context import Loop, rpc_message
-from elastivol.lab.objects import Obj, deleting, drop_condition, set_condition
+from elastivol.lab.objects import Obj, drop_condition, set_condition
 from elastivol.lab.store import Store
 
 KIND = "VolumeAttributesClass"
@@ -56,13 +56,7 @@ class Modifier(Loop):
     name = "external-resizer"
 
     def reconcile(self) -> None:
-        store = self.ctx.store
-        for pvc in store.list_of("PersistentVolumeClaim"):
-            if deleting(pvc) or pvc.get("status", {}).get("phase") != "Bound":
-                continue
-            pv = store.get("PersistentVolume", pvc["spec"].get("volumeName", ""))
-            if pv is None or not self.ctx.is_ours(pv["spec"].get("csi", {}).get("driver")):
-                continue
+        for pvc, pv in self.ctx.bound_volumes():
             self._one(pvc, pv)
 
     def _one(self, pvc: Obj, pv: Obj) -> None:

@@ -9,7 +9,6 @@ from elastivol.lab.attacher import pv_capability
 from elastivol.lab.context import Loop, rpc_message
 from elastivol.lab.objects import (
     Obj,
-    deleting,
     drop_condition,
     format_quantity,
     parse_quantity,
@@ -25,13 +24,7 @@ class Resizer(Loop):
     name = "external-resizer"
 
     def reconcile(self) -> None:
-        store = self.ctx.store
-        for pvc in store.list_of("PersistentVolumeClaim"):
-            if deleting(pvc) or pvc.get("status", {}).get("phase") != "Bound":
-                continue
-            pv = store.get("PersistentVolume", pvc["spec"].get("volumeName", ""))
-            if pv is None or not self.ctx.is_ours(pv["spec"].get("csi", {}).get("driver")):
-                continue
+        for pvc, pv in self.ctx.bound_volumes():
             want = pvc_request(pvc)
             have = parse_quantity(pv["spec"].get("capacity", {}).get("storage", "0"))
             key = f"{pvc['metadata']['uid']}/{want}"
