@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ROOT / "src" / "elastivol" / "providers" / "aws"
 DOC = ROOT / "README.md"
-_CALL = re.compile(r'(?:call\(\s*self\.(?:ec2|efs)\s*,\s*|pages\(\s*|_create\(\s*spec\s*,\s*)"([A-Z][A-Za-z]+)"')
+_CALL = re.compile(r'(?:call(?:_delete)?\(\s*self\.(?:ec2|efs)\s*,\s*|pages\(\s*|_create\(\s*spec\s*,\s*)"([A-Z][A-Za-z]+)"')
 _METHOD = re.compile(r"self\.(?:ec2|efs)\.([a-z_]+)\(")
 
 
