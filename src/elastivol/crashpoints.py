@@ -1,49 +1,32 @@
-"""Named crash points for fault-injection tests.
+"""Named points between the steps of multi-step operations.
 
-Production code calls :func:`hit` between the steps of a multi-step operation. Nothing
-happens unless the test-only environment variable ``ELASTIVOL_CRASH_AT`` names that point,
-in which case the process kills itself with SIGKILL at once, exactly as a node losing power
-would. ``ELASTIVOL_PAUSE_AT=point=seconds,...`` makes a point sleep instead, so tests can
-catch an operation in flight. The variables are read once at import, so a disabled point
-costs one set lookup.
+Code calls :func:`hit` where a crash would leave a distinct shape on disk or in AWS (an image
+without its record, a record still ``creating``...), and :func:`register` names every such point,
+so that recovery can be checked against each of them. A fault-injection harness installs a hook
+(the test support package's kills or pauses the process there); without one, a point costs one
+comparison and nothing here reads the environment.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
+from collections.abc import Callable
 
-ENV = "ELASTIVOL_CRASH_AT"
-PAUSE_ENV = "ELASTIVOL_PAUSE_AT"
-_armed: frozenset[str] = frozenset(p for p in os.environ.get(ENV, "").split(",") if p)
-
-
-def _pauses(spec: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in spec.split(","):
-        name, _, seconds = item.partition("=")
-        if name and seconds:
-            out[name] = float(seconds)
-    return out
-
-
-_paused: dict[str, float] = _pauses(os.environ.get(PAUSE_ENV, ""))
-_any = bool(_armed or _paused)
-
-# Every point the code can hit, so the crash matrix can iterate over all of them.
+# Every point the code can hit, so a crash matrix can iterate over all of them.
 KNOWN: set[str] = set()
+
+_hook: Callable[[str], None] | None = None
 
 
 def register(*names: str) -> None:
     KNOWN.update(names)
 
 
+def install(hook: Callable[[str], None] | None) -> None:
+    """Call ``hook(name)`` at every point from now on (None: nothing happens at a point)."""
+    global _hook
+    _hook = hook
+
+
 def hit(name: str) -> None:
-    if not _any:
-        return
-    if name in _armed:
-        os.kill(os.getpid(), signal.SIGKILL)
-    pause = _paused.get(name)
-    if pause:
-        time.sleep(pause)
+    if _hook is not None:
+        _hook(name)

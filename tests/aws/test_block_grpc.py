@@ -23,6 +23,7 @@ from elastivol.node import mount as hostmount
 from elastivol.providers.aws.controller.ebs_model import client_token
 from tests.aws.support import ZONE_A, AwsServer, Disks, FakeImds, Moto, imds_env, start_server, sub_work
 from tests.helpers import Vol, expect_error, new_volume
+from tests.support import crash
 
 GiB = 1 << 30
 TRANSITIONS = {"latency_ms": 5, "consistency_lag": 1, "creating_polls": 2, "attaching_polls": 2, "detaching_polls": 2,
@@ -213,7 +214,7 @@ def test_idempotent_parameter_mismatch(server: AwsServer) -> None:
 def test_crash_mid_create_then_retry_yields_one_volume(work: Path, raw_ec2: Any, cluster_id: str) -> None:
     state = {**TRANSITIONS, "state_file": str(work / f"crash-{uuid.uuid4().hex[:6]}.json")}
     name = f"pvc-{uuid.uuid4().hex[:8]}"
-    crashing = start_server(work, cluster=cluster_id, faults=state, env={"ELASTIVOL_CRASH_AT": "aws.create.after_call"})
+    crashing = start_server(work, cluster=cluster_id, faults=state, env={crash.ENV: "aws.create.after_call"})
     with crashing.client() as client:
         expect_error(grpc.StatusCode.UNAVAILABLE, client.create_volume, name, 1 * GiB, zone=ZONE_A)
     assert crashing.process.proc is not None and crashing.process.proc.wait(10) != 0

@@ -13,6 +13,7 @@ import pytest
 from elastivol.node import _sys, loop, mount
 from elastivol.process import ServerProcess, serve_args
 from tests.reliability.pods import PodServer, pod_host
+from tests.support import SERVE_MODULE, serve_env
 
 MNT_DETACH = 2
 NODE = "node-rel"
@@ -93,7 +94,8 @@ def server_factory(rel_pool: Path) -> Iterator[ServerFactory]:
             serve_args(pool=rel_pool, node_id=NODE, zone=ZONE, allowed_roots=list(roots or [work]), extra=extra),
             f"unix://{work}/{name}-{os.getpid()}-{len(made)}.sock",
             work / "logs" / f"{name}.log",
-            env=dict(env or {}),
+            env=serve_env(env),
+            module=SERVE_MODULE,  # the real CLI, with the crash hook the env may ask for
         )
         made.append(server)
         return server
@@ -119,7 +121,8 @@ def pods(rel_pool: Path) -> Iterator[PodFactory]:
                 serve_args(pool=rel_pool, node_id=NODE, zone=ZONE, allowed_roots=[work]),
                 f"unix://{work}/{name}-{os.getpid()}-{len(made)}.sock",
                 work / "logs" / f"{name}.log",
-                env=dict(env or {}),
+                env=serve_env(env),
+                module=SERVE_MODULE,
                 host_pool=rel_pool,
                 ns_dir=ns_dir,
                 name=name,

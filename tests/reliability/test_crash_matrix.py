@@ -21,6 +21,7 @@ from tests.reliability.conftest import PodFactory, ServerFactory
 from tests.reliability.invariants import all_clean
 from tests.reliability.pods import pod_clean, shared_images
 from tests.reliability.sequence import STEPS, Run, run_steps
+from tests.support import crash
 
 NOT_BLOCK = ("aws.", "accesspoint.", "filesnapshot.", "group.")  # group.*: test_group_crash_matrix.py
 BLOCK_POINTS = sorted(p for p in crashpoints.KNOWN if not p.startswith(NOT_BLOCK))
@@ -52,7 +53,7 @@ def test_crash_at(point: str, restart: str, request: pytest.FixtureRequest, rel_
     pod = restart == "new-namespace"
     name = f"crash-{point}-{restart}"
     factory: ServerFactory | PodFactory = request.getfixturevalue("pods" if pod else "server_factory")
-    server = factory(name, env={crashpoints.ENV: point}).start()
+    server = factory(name, env={crash.ENV: point}).start()
     prefix = "c-" + point.replace(".", "-").replace("_", "-") + ("-ns" if pod else "")
     with CsiClient(server.endpoint) as client:
         run = Run(server, rel_pool.parent, prefix, client)

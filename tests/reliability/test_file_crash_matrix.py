@@ -21,6 +21,7 @@ from elastivol.providers.local.pool import Pool
 from tests.helpers import leaked
 from tests.reliability.conftest import NODE, ZONE
 from tests.reliability.sequence import run_steps
+from tests.support import SERVE_MODULE, crash, serve_env
 
 FILE_POINTS = sorted(p for p in crashpoints.KNOWN if p.startswith(("accesspoint.", "filesnapshot.")))
 RWX = volume_capability(mode="MULTI_NODE_MULTI_WRITER")
@@ -121,7 +122,7 @@ def test_file_crash_at(point: str, rel_pool: Path, fs_id: str) -> None:
     server = ServerProcess(
         serve_args(driver="file", pool=rel_pool, node_id=NODE, zone=ZONE, allowed_roots=[work]),
         f"unix://{work}/file-crash.sock", work / "logs" / f"file-crash-{point}.log",
-        env={crashpoints.ENV: point},
+        env=serve_env({crash.ENV: point}), module=SERVE_MODULE,
     ).start()
     run = FileRun(server, CsiClient(server.endpoint), fs_id, "f-" + point.replace(".", "-").replace("_", "-"), work)
     try:

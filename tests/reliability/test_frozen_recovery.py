@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from elastivol import crashpoints
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from elastivol.errors import FailedPrecondition
@@ -19,6 +18,7 @@ from elastivol.providers.local.pool import FROZEN_PREFIX
 from tests.helpers import expect_error, new_volume
 from tests.reliability.conftest import NODE, ServerFactory
 from tests.reliability.invariants import all_clean
+from tests.support import crash
 
 WRITE = """
 import os, sys
@@ -33,7 +33,7 @@ with open(sys.argv[1], "wb") as fh:
 def test_restart_thaws_a_filesystem_a_killed_snapshot_left_frozen(
     kind: str, rel_pool: Path, server_factory: ServerFactory
 ) -> None:
-    server = server_factory(f"frozen-{kind}", env={crashpoints.ENV: "freeze.while_frozen"}).start()
+    server = server_factory(f"frozen-{kind}", env={crash.ENV: "freeze.while_frozen"}).start()
     client = CsiClient(server.endpoint)
     vol = new_volume(client, rel_pool.parent, f"frozen-{kind}", kind=kind, node_id=NODE)
     snapshot = csi_pb2.CreateSnapshotRequest(name=f"frozen-{kind}-snap", source_volume_id=vol.id)

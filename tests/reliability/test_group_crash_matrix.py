@@ -24,6 +24,7 @@ from elastivol.providers.local.pool import FROZEN_PREFIX, Pool
 from tests.helpers import Vol, expect_error, new_volume
 from tests.reliability.conftest import NODE, ServerFactory
 from tests.reliability.invariants import all_clean
+from tests.support import crash
 
 GROUP_POINTS = sorted(p for p in crashpoints.KNOWN if p.startswith("group."))
 
@@ -65,7 +66,7 @@ def _delete(client: CsiClient, group: csi_pb2.VolumeGroupSnapshot) -> None:
 
 @pytest.mark.parametrize("point", GROUP_POINTS)
 def test_group_crash_at(point: str, rel_pool: Path, server_factory: ServerFactory) -> None:
-    server = server_factory(f"gcrash-{point}", env={crashpoints.ENV: point}).start()
+    server = server_factory(f"gcrash-{point}", env={crash.ENV: point}).start()
     client = CsiClient(server.endpoint)
     name = f"g-{point.replace('.', '-').replace('_', '-')}"
     vols = [new_volume(client, rel_pool.parent, f"{name}-{i}", node_id=NODE) for i in range(2)]

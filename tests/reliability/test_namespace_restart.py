@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from elastivol import crashpoints, ids
+from elastivol import ids
 from elastivol.client import CsiClient
 from elastivol.csi import csi_pb2
 from elastivol.node import fs as hostfs
@@ -30,6 +30,7 @@ from elastivol.providers.local.pool import Pool
 from tests.helpers import Vol, expect_error, new_volume
 from tests.reliability.conftest import NODE, PodFactory
 from tests.reliability.pods import PodServer, in_new_namespace, pod_clean, shared_images
+from tests.support import crash
 
 
 @contextmanager
@@ -103,7 +104,7 @@ def test_delete_refuses_while_a_dead_pods_device_is_mounted(pods: PodFactory, re
 
 def test_plugin_killed_in_the_middle_of_node_stage(pods: PodFactory, rel_pool: Path) -> None:
     work = rel_pool.parent
-    server = pods("ns-midstage", env={crashpoints.PAUSE_ENV: "stage.after_mkfs=60"}).start()
+    server = pods("ns-midstage", env={crash.PAUSE_ENV: "stage.after_mkfs=60"}).start()
     client = CsiClient(server.endpoint)
     vol = new_volume(client, work, "ns-midstage", kind="xfs", node_id=NODE)
     vol.controller_publish()

@@ -6,9 +6,12 @@ variables that only this module reads (the product has no such switch):
 * ``ELASTIVOL_AWS_FAULTS``: a JSON :class:`~tests.support.aws_faults.FaultConfig`; the AWS clients
   of the server get a fault layer with it;
 * ``ELASTIVOL_EFS_FAKE_ROOT``: a directory; EFS mounts become binds of directories under it and are
-  recorded in ``mounts.jsonl`` there.
+  recorded in ``mounts.jsonl`` there;
+* ``ELASTIVOL_CRASH_AT`` / ``ELASTIVOL_PAUSE_AT``: crash or pause at named crash points
+  (:mod:`tests.support.crash`).
 
-Both reach the product through :class:`elastivol.assembly.parts.Parts`, the CLI's context object.
+The first two reach the product through :class:`elastivol.assembly.parts.Parts`, the CLI's context
+object; the crash hook through :func:`elastivol.crashpoints.install`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from elastivol.assembly.parts import Parts
 from elastivol.cli import main as cli_main
 from elastivol.providers.aws.mounter import Mounter
-from tests.support import aws_faults
+from tests.support import aws_faults, crash
 from tests.support.efs import FAKE_EFS_ENV, RecordingMounter
 
 
@@ -36,6 +39,7 @@ def parts_from_env() -> Parts:
 
 
 def main() -> None:
+    crash.install_from_env()
     cli_main(args=sys.argv[1:], prog_name="elastivol", obj=parts_from_env())
 
 

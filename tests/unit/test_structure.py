@@ -11,12 +11,12 @@ import pytest
 from elastivol.domain import Health
 from elastivol.errors import ElastivolError, InvalidArgument, InvalidParameter, PermissionDenied, Unavailable
 from elastivol.providers.aws.controller.probe import CachedProbe
-from tests.support import aws_faults, efs
+from tests.support import aws_faults, crash, efs
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "elastivol"
 
 
-@pytest.mark.parametrize("name", [aws_faults.ENV, efs.FAKE_EFS_ENV])
+@pytest.mark.parametrize("name", [aws_faults.ENV, efs.FAKE_EFS_ENV, crash.ENV, crash.PAUSE_ENV])
 def test_the_installed_package_reads_no_test_switch(name: str) -> None:
     readers = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if name in p.read_text()]
     assert readers == [], f"{name} is read by {readers}: test parts go in through assembly.parts.Parts"

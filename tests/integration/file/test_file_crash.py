@@ -16,6 +16,7 @@ from elastivol.process import ServerProcess, serve_args
 from elastivol.providers.local.file.registry import FileRegistry
 from tests.helpers import code_of
 from tests.integration.file.helpers import create, delete, root_of, sc
+from tests.support import SERVE_MODULE, crash, serve_env
 
 
 def _crashing(fspool: Path, fwork: Path, point: str, call: Callable[[CsiClient], object]) -> None:
@@ -24,7 +25,8 @@ def _crashing(fspool: Path, fwork: Path, point: str, call: Callable[[CsiClient],
         serve_args(driver="file", mode="controller", pool=fspool, zone="zone-a"),
         f"unix://{fwork}/crash.sock",
         fwork / "logs" / f"crash-{point}.log",
-        env={"ELASTIVOL_CRASH_AT": point},
+        env=serve_env({crash.ENV: point}),
+        module=SERVE_MODULE,
     ).start()
     try:
         with CsiClient(server.endpoint, timeout=30) as c:
