@@ -3,6 +3,7 @@ ValidateVolumeCapabilities, ControllerGetCapabilities, DeleteSnapshot and ListSn
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import ClassVar, Generic, TypeVar
 
@@ -20,7 +21,7 @@ P = TypeVar("P", bound=SnapshotStore)
 CapabilityCheck = Callable[[Capability], None]
 
 
-class ControllerRpcs(Generic[P]):
+class ControllerRpcs(ABC, Generic[P]):
     """Mixed into each controller servicer; a servicer names its ``capabilities``
     and says how to find a volume's capability check and how to parse its parameters."""
 
@@ -32,13 +33,14 @@ class ControllerRpcs(Generic[P]):
         self.default_size = default_size
 
     # -- what each driver supplies -----------------------------------------------------------
+    # Abstract: a servicer that lacks one cannot be constructed at all.
+    @abstractmethod
     async def _capability_check(self, volume_id: str) -> CapabilityCheck:
         """The check of a capability against the volume ``volume_id``; NotFound if there is none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _parse_parameters(self, parameters: dict[str, str]) -> None:
         """Validate StorageClass parameters (raises InvalidArgument naming the wrong one)."""
-        raise NotImplementedError
 
     def _offered(self) -> Iterable[csi_pb2.ControllerServiceCapability.RPC.Type]:
         return self.capabilities
